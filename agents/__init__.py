@@ -1,0 +1,1 @@
+"""The bundled agent (torch): base transformer, MetaController, internal RL (later issues)."""

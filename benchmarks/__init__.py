@@ -1,0 +1,1 @@
+"""Benchmark scripts: throughput now; the leaderboard and renderer come with the agent."""

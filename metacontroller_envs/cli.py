@@ -1,0 +1,51 @@
+"""`mcenv`: one command line for the suite. It only dispatches; each subcommand's module is
+imported when that subcommand runs, so `mcenv play` never loads torch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _play(args: argparse.Namespace) -> int:
+    from metacontroller_envs.play import play
+
+    play(args.env_id, seed=args.seed)
+    return 0
+
+
+def _expert(args: argparse.Namespace) -> int:
+    from metacontroller_envs.evaluate import evaluate_expert
+
+    for env_id in args.env:
+        print(evaluate_expert(env_id, args.episodes, args.epsilon, args.seed).line())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcenv", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    play = commands.add_parser("play", help="play an environment with the arrow keys")
+    play.add_argument("env_id", help="a registered id, e.g. PinPad-v0")
+    play.add_argument("--seed", type=int, default=None)
+    play.set_defaults(run=_play)
+    expert = commands.add_parser("expert", help="measure an env's expert over many seeds")
+    expert.add_argument("--env", nargs="+", default=["PinPad-v0"], help="registered ids")
+    expert.add_argument("--episodes", type=int, default=1000, help="one episode per seed")
+    expert.add_argument("--epsilon", type=float, default=0.0)
+    expert.add_argument("--seed", type=int, default=0, help="first seed")
+    expert.set_defaults(run=_expert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ValueError as error:  # bad input: say what was wrong, no traceback
+        print(f"mcenv {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

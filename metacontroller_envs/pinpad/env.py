@@ -1,0 +1,211 @@
+"""PinPadEnv: a Gymnasium env that is a batch of one over the PinPad core."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from metacontroller_envs.pinpad import core
+from metacontroller_envs.pinpad.core import ACTION_NAMES, PinPadBatch, PinPadConfig
+from metacontroller_envs.pinpad.render import PinPadFrame, PygameWindow, draw_pinpad
+from metacontroller_envs.pinpad.tasks import PRETRAIN_TASKS
+
+RENDER_MODES = ("rgb_array", "human")
+
+#: How many upcoming episodes' layouts are drawn in one batch; episodes do not depend on it.
+LAYOUT_BLOCK = 64
+
+
+def check_render_mode(render_mode: str | None, allowed: Sequence[str]) -> str | None:
+    if render_mode is not None and render_mode not in allowed:
+        raise ValueError(f"unknown render_mode {render_mode!r}: use one of {list(allowed)} or None")
+    return render_mode
+
+
+def check_discrete_action(action: Any, n: int, names: Sequence[str]) -> int:
+    """The action as an int in [0, n), or a ValueError that lists the actions."""
+    if isinstance(action, np.ndarray) and action.shape == ():
+        action = action.item()
+    if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
+        raise ValueError(f"invalid action {action!r}: {_describe(n, names)}")
+    if not 0 <= action < n:
+        raise ValueError(f"invalid action {action}: {_describe(n, names)}")
+    return int(action)
+
+
+def _describe(n: int, names: Sequence[str]) -> str:
+    listed = ", ".join(f"{i} {name}" for i, name in enumerate(names))
+    return f"actions are integers 0..{n - 1} ({listed})"
+
+
+def pinpad_config(
+    grid_size: int,
+    num_colours: int,
+    num_walls: int,
+    horizon: int,
+    task: str | Iterable[int] | None,
+    tasks: Sequence[str | Iterable[int]] | None,
+    task_in_obs: bool,
+) -> PinPadConfig:
+    """The config for the keyword arguments shared by the single and the vector env."""
+    if task is not None and tasks is not None:
+        raise ValueError("pass either task (one task) or tasks (a list), not both")
+    chosen = [task] if task is not None else (PRETRAIN_TASKS if tasks is None else tasks)
+    return PinPadConfig(
+        grid_size=grid_size,
+        num_colours=num_colours,
+        num_walls=num_walls,
+        horizon=horizon,
+        tasks=tuple(chosen),
+        task_in_obs=bool(task_in_obs),
+    )
+
+
+def pinpad_spaces(config: PinPadConfig) -> tuple[gym.spaces.Box, gym.spaces.Discrete]:
+    observation = gym.spaces.Box(0, 1, shape=(config.obs_size,), dtype=np.uint8)
+    return observation, gym.spaces.Discrete(len(ACTION_NAMES))
+
+
+class PinPadEnv(gym.Env):
+    """The grid world of Kobayashi et al. (2025), "gridworld-pinpad".
+
+    ## Description
+    A G x G grid holds O uniquely coloured cells, W walls and the agent, placed uniformly at
+    random without overlap every episode. The task is a sequence of colours to visit in
+    order; colours come in abstract pairs (0-1, 2-3, 4-5, 6-7), the subgoals. A coloured cell
+    counts as visited when the agent moves onto it from a different cell. Layouts where the
+    task cannot be completed within the horizon (a colour cut off by walls or by other
+    colours, or the shortest solution longer than T) are redrawn at reset, so the expert
+    solves every episode.
+
+    ## Action Space
+    Discrete(4): 0 up, 1 right, 2 down, 3 left. Moving into a wall or off the grid is a no-op.
+
+    ## Observation
+    Box(0, 1, (G*G*(W+O+1),), uint8): per cell (row-major), a one-hot over
+    {wall 0..W-1, colour 0..O-1, agent}; an empty cell is all zeros, and the agent channel is
+    set on top of a colour it stands on. 637 values for the paper's G=7, O=8, W=4. The task is
+    hidden, as in the paper; `task_in_obs=True` appends one-hot colours per task slot
+    (task_slots x O) and one flag per slot that is set once that colour was visited.
+
+    ## Rewards
+    1 when the last colour of the task is visited, 0 otherwise.
+
+    ## Termination
+    Terminated on success, or on visiting any colour that is not the next one (reward 0).
+    Truncated after `horizon` steps (T = 100).
+
+    ## Info
+    task (tuple of colours), task_index (into the env's task list), subgoal_index (pairs
+    completed, i.e. which pair is pursued), next_colour (-1 when done), colours_visited,
+    success.
+
+    ## Registered Configurations
+    - `PinPad-v0`: the 16 pretraining tasks of Table A1, one drawn per episode.
+    - `PinPad-Posttrain-v0`: the held-out task 0-1-2-3-4-5-6-7-0-1-2-3.
+
+    ## Version History
+    - v0: initial release.
+    """
+
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": 8}
+    action_names = ACTION_NAMES
+
+    def __init__(
+        self,
+        grid_size: int = 7,
+        num_colours: int = 8,
+        num_walls: int = 4,
+        horizon: int = 100,
+        task: str | Iterable[int] | None = None,
+        tasks: Sequence[str | Iterable[int]] | None = None,
+        task_in_obs: bool = False,
+        render_mode: str | None = None,
+    ) -> None:
+        self.config = pinpad_config(
+            grid_size, num_colours, num_walls, horizon, task, tasks, task_in_obs
+        )
+        self.render_mode = check_render_mode(render_mode, RENDER_MODES)
+        self.observation_space, self.action_space = pinpad_spaces(self.config)
+        self.batch = PinPadBatch(self.config, 1)
+        self._actions = np.zeros(1, dtype=np.intp)
+        self._episode = -1  # index of the current episode under the current base key
+        self._base_key: np.uint64 | None = None
+        self._block_start = 0
+        self._block: core.Layouts | None = None
+        self._task = ()
+        self._done = True
+        self._window: PygameWindow | None = None
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is not None or self._base_key is None:
+            self._base_key = core.base_key_from_rng(self.np_random)
+            self._episode = -1
+            self._block = None
+        self._episode += 1
+        row = self._episode - self._block_start
+        if self._block is None or row >= LAYOUT_BLOCK:
+            self._block_start, row = self._episode, 0
+            keys = core.episode_keys(
+                np.full(LAYOUT_BLOCK, self._base_key),
+                np.arange(self._episode, self._episode + LAYOUT_BLOCK),
+            )
+            self._block = core.sample_layouts(self.config, keys)
+        self.batch.load(
+            np.zeros(1, np.intp), core.Layouts(*(a[row : row + 1] for a in self._block))
+        )
+        self._task = self.config.tasks[int(self.batch.task_index[0])]
+        self._done = False
+        if self.render_mode == "human":
+            self.render()
+        return self.batch.obs[0].copy(), self._info()
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._done:
+            raise RuntimeError("step() called after the episode ended: call reset() first")
+        self._actions[0] = check_discrete_action(action, len(ACTION_NAMES), ACTION_NAMES)
+        reward, terminated, truncated = self.batch.step(self._actions)
+        terminated, truncated = bool(terminated[0]), bool(truncated[0])
+        self._done = terminated or truncated
+        if self.render_mode == "human":
+            self.render()
+        return self.batch.obs[0].copy(), float(reward[0]), terminated, truncated, self._info()
+
+    def _info(self) -> dict[str, Any]:
+        b = self.batch
+        progress = int(b.progress[0])
+        return {
+            "task": self._task,
+            "task_index": int(b.task_index[0]),
+            "subgoal_index": progress // 2,
+            "next_colour": int(b.task[0, progress]),
+            "colours_visited": progress,
+            "success": bool(b.success[0]),
+        }
+
+    def frame(self) -> PinPadFrame:
+        """What the renderer draws: the current state of the grid and the task."""
+        return PinPadFrame.from_batch(self.batch, 0)
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode: pass render_mode to make()")
+            return None
+        image = draw_pinpad(self.frame())
+        if self.render_mode == "rgb_array":
+            return image
+        if self._window is None:
+            self._window = PygameWindow("PinPad", image.shape[:2])
+        self._window.show(image, self.metadata["render_fps"])
+        return None
+
+    def close(self) -> None:
+        if self._window is not None:
+            self._window.close()
+            self._window = None

@@ -1,0 +1,77 @@
+"""The paper's PinPad tasks (Kobayashi et al. 2025, Table A1) and task validation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+Task = tuple[int, ...]
+
+#: Table A1: the 16 pretraining tasks, three colour pairs each.
+PRETRAIN_TASKS: tuple[Task, ...] = (
+    (0, 1, 4, 5, 0, 1),
+    (0, 1, 4, 5, 2, 3),
+    (0, 1, 6, 7, 2, 3),
+    (2, 3, 0, 1, 4, 5),
+    (2, 3, 6, 7, 2, 3),
+    (2, 3, 6, 7, 4, 5),
+    (4, 5, 0, 1, 4, 5),
+    (4, 5, 0, 1, 6, 7),
+    (4, 5, 2, 3, 6, 7),
+    (6, 7, 2, 3, 0, 1),
+    (6, 7, 2, 3, 6, 7),
+    (6, 7, 4, 5, 0, 1),
+    (0, 1, 6, 7, 4, 5),
+    (2, 3, 0, 1, 6, 7),
+    (4, 5, 2, 3, 0, 1),
+    (6, 7, 4, 5, 2, 3),
+)
+
+#: The held-out post-training task: none of its pair-to-pair transitions is in Table A1.
+POSTTRAIN_TASK: Task = (0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3)
+
+#: Colours form abstract subgoals two at a time: 0-1, 2-3, 4-5, 6-7.
+SUBGOAL_SIZE = 2
+
+
+def parse_task(task: str | Iterable[int], num_colours: int) -> Task:
+    """A task as a tuple of colours; accepts "0-1-4-5" or a sequence of ints."""
+    if isinstance(task, str):
+        parts = [p for p in task.replace(",", "-").replace(" ", "-").split("-") if p]
+        try:
+            colours = tuple(int(p) for p in parts)
+        except ValueError:
+            raise ValueError(
+                f"task {task!r} is not a list of colours: write it like '0-1-4-5'"
+            ) from None
+    else:
+        try:
+            colours = tuple(int(c) for c in task)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"task {task!r} is not a sequence of integer colours 0..{num_colours - 1}"
+            ) from None
+    if not colours:
+        raise ValueError(
+            f"empty task {task!r}: a task is a non-empty sequence of colours 0..{num_colours - 1}"
+        )
+    unknown = [c for c in colours if not 0 <= c < num_colours]
+    if unknown:
+        raise ValueError(
+            f"task {task!r} has unknown colour(s) {unknown}: with num_colours={num_colours} "
+            f"the colours are 0..{num_colours - 1}"
+        )
+    return colours
+
+
+def parse_tasks(tasks: Sequence[str | Iterable[int]], num_colours: int) -> tuple[Task, ...]:
+    """A non-empty tuple of validated tasks."""
+    if isinstance(tasks, str) or not isinstance(tasks, Sequence) or len(tasks) == 0:
+        raise ValueError(
+            f"tasks must be a non-empty list of tasks such as [(0, 1, 4, 5)], got {tasks!r}"
+        )
+    return tuple(parse_task(t, num_colours) for t in tasks)
+
+
+def format_task(task: Iterable[int]) -> str:
+    """'0-1-4-5', the way the paper writes tasks."""
+    return "-".join(str(int(c)) for c in task if c >= 0)
