@@ -215,8 +215,9 @@ def shortest_legs(config: PinPadConfig, layouts: Layouts) -> np.ndarray:
     frontier[np.arange(legs), source_row] = one << source_col.astype(np.uint64)
     frontier[~valid.reshape(-1)] = 0
     unseen = passable & ~frontier
-    steps = np.where(valid.reshape(-1), _UNREACHED, -1)
     at_target = (np.arange(legs), target_row)
+    unseen[at_target] |= target_bit  # a leg back to the same colour must step off and return
+    steps = np.where(valid.reshape(-1), _UNREACHED, -1)
     for distance in range(1, config.num_cells):
         grown = frontier | (frontier << one) | (frontier >> one)
         grown[:, 1:] |= frontier[:, :-1]
