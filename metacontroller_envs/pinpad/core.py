@@ -23,6 +23,7 @@ MOVES: tuple[tuple[int, int], ...] = ((-1, 0), (0, 1), (1, 0), (0, -1))
 MAX_LAYOUT_ATTEMPTS = 1000
 
 _UNREACHED = 1 << 20  # "infinite" distance / blocked label in the grid sweeps
+_NO_COLOUR = -2  # a move that visits no colour; unequal to every colour and to the -1 padding
 
 
 @dataclass(frozen=True)
@@ -301,11 +302,13 @@ class PinPadBatch:
         self._neighbours = neighbour_table(c.grid_size, c.num_cells)  # off grid -> spare
         self._task_obs_start = c.num_cells * c.num_channels
         self._progress_obs_start = self._task_obs_start + c.task_slots * c.num_colours
+        self._progress_in_obs = c.task_in_obs
         # layout
         self.walls = np.zeros((n, c.num_walls), dtype=np.intp)
         self.colours = np.zeros((n, c.num_colours), dtype=np.intp)
         self.cell_colour = np.full((n, c.num_cells), -1, dtype=np.int64)
         self.moves = np.zeros((n, c.num_cells, len(MOVES)), dtype=np.intp)
+        self.enters = np.zeros((n, c.num_cells, len(MOVES)), dtype=np.int64)  # _NO_COLOUR or c
         self.task_index = np.zeros(n, dtype=np.int64)
         self.task = np.full((n, c.task_slots + 1), -1, dtype=np.int64)
         self.task_length = np.ones(n, dtype=np.int64)
@@ -328,14 +331,17 @@ class PinPadBatch:
         rows = np.arange(k)[:, None]
         self.walls[ids] = layouts.walls
         self.colours[ids] = layouts.colours
-        cell_colour = np.full((k, c.num_cells + 1), -1, dtype=np.int64)
+        cell_colour = np.full((k, c.num_cells + 1), _NO_COLOUR, dtype=np.int64)
         cell_colour[rows, layouts.colours] = np.arange(c.num_colours)
-        self.cell_colour[ids] = cell_colour[:, :-1]
+        self.cell_colour[ids] = np.maximum(cell_colour[:, :-1], -1)
         is_wall = np.zeros((k, c.num_cells + 1), dtype=bool)
         is_wall[rows, layouts.walls] = True
         is_wall[:, -1] = True  # leaving the grid is a bump too
         stay = np.arange(c.num_cells)[:, None]
-        self.moves[ids] = np.where(is_wall[:, self._neighbours], stay, self._neighbours)
+        moves = np.where(is_wall[:, self._neighbours], stay, self._neighbours)
+        self.moves[ids] = moves
+        # the colour each move visits; bumps and empty cells visit none
+        self.enters[ids] = np.where(moves != stay, cell_colour[rows[:, :, None], moves], _NO_COLOUR)
         self.task_index[ids] = layouts.task_index
         self.task[ids] = self._tasks[layouts.task_index]
         self.task_length[ids] = self._task_lengths[layouts.task_index]
@@ -362,11 +368,10 @@ class PinPadBatch:
         """Apply one action per env; returns (reward, terminated, truncated)."""
         c, rows = self.config, self.rows
         new = self.moves[rows, self.agent, actions]
-        moved = new != self.agent
-        entered = np.where(moved, self.cell_colour[rows, new], -1)
-        correct = (entered == self.task[rows, self.progress]) & (entered >= 0)
+        entered = self.enters[rows, self.agent, actions]
+        correct = entered == self.task[rows, self.progress]  # never true once done (-1)
         self.progress += correct
-        self.failure = (entered >= 0) & ~correct
+        self.failure = (entered >= 0) ^ correct
         self.success = self.progress == self.task_length
         terminated = self.failure | self.success
         self.steps += 1
@@ -375,7 +380,7 @@ class PinPadBatch:
         agent_channel = c.agent_channel
         self.obs[rows, self.agent * c.num_channels + agent_channel] = 0
         self.obs[rows, new * c.num_channels + agent_channel] = 1
-        if c.task_in_obs and correct.any():
+        if self._progress_in_obs and correct.any():
             hit = np.nonzero(correct)[0]
             self.obs[hit, self._progress_obs_start + self.progress[hit] - 1] = 1
         self.agent = new
