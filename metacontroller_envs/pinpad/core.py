@@ -302,7 +302,6 @@ class PinPadBatch:
         self._neighbours = neighbour_table(c.grid_size, c.num_cells)  # off grid -> spare
         self._task_obs_start = c.num_cells * c.num_channels
         self._progress_obs_start = self._task_obs_start + c.task_slots * c.num_colours
-        self._progress_in_obs = c.task_in_obs
         # layout
         self.walls = np.zeros((n, c.num_walls), dtype=np.intp)
         self.colours = np.zeros((n, c.num_colours), dtype=np.intp)
@@ -380,7 +379,7 @@ class PinPadBatch:
         agent_channel = c.agent_channel
         self.obs[rows, self.agent * c.num_channels + agent_channel] = 0
         self.obs[rows, new * c.num_channels + agent_channel] = 1
-        if self._progress_in_obs and correct.any():
+        if c.task_in_obs and correct.any():
             hit = np.nonzero(correct)[0]
             self.obs[hit, self._progress_obs_start + self.progress[hit] - 1] = 1
         self.agent = new
