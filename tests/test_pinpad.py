@@ -14,7 +14,13 @@ from metacontroller_envs.pinpad import (
     PinPadExpert,
     PinPadVectorEnv,
 )
-from metacontroller_envs.pinpad.core import Layouts, PinPadConfig, sample_layouts, shortest_legs
+from metacontroller_envs.pinpad.core import (
+    _UNREACHED,
+    Layouts,
+    PinPadConfig,
+    sample_layouts,
+    shortest_legs,
+)
 
 UP, RIGHT, DOWN, LEFT = range(4)
 
@@ -28,7 +34,7 @@ def env_with_layout(task, walls, colours, agent):
     env = PinPadEnv(task=task)
     env.reset(seed=0)
     env.batch.load(
-        np.zeros(1, np.intp),
+        np.array([env.row]),
         Layouts(np.array([walls]), np.array([colours]), np.array([agent]), np.array([0])),
     )
     return env
@@ -81,13 +87,13 @@ def test_success_gives_1():
 
 def test_bumps_are_no_ops():
     env = env_with_layout("0-1", WALLS, COLOURS, START)
-    before = env.batch.obs[0].copy()
+    before = env.batch.obs[env.row].copy()
     obs, reward, terminated, truncated, info = env.step(DOWN)  # the wall
     np.testing.assert_array_equal(obs, before)
     assert (reward, terminated, truncated, info["colours_visited"]) == (0.0, False, False, 0)
     edge = env_with_layout("0-1", WALLS, COLOURS, cell(0, 3))
     obs, *_ = edge.step(UP)  # off the grid
-    assert edge.batch.agent[0] == cell(0, 3)
+    assert edge.batch.agent[env.row] == cell(0, 3)
 
 
 def test_reentering_counts_only_from_a_different_cell():
@@ -140,9 +146,72 @@ def test_layouts_are_solvable_within_the_horizon():
     assert all(len(set(row)) == 13 for row in occupied)
 
 
-@pytest.mark.parametrize("env_id", ["PinPad-v0", "PinPad-Posttrain-v0"])
-def test_expert_solves_every_episode(env_id):
-    env = gym.make(env_id)
+def reference_leg(g, blocked, source, target):
+    """Plain breadth-first search over (row, col) cells: steps from source onto target."""
+    frontier, seen = {divmod(source, g)}, set()
+    for distance in range(1, g * g + 1):
+        nxt = set()
+        for r, c in frontier:
+            for dr, dc in ((-1, 0), (0, 1), (1, 0), (0, -1)):
+                rr, cc = r + dr, c + dc
+                if 0 <= rr < g and 0 <= cc < g and (rr, cc) not in seen:
+                    if rr * g + cc == target:
+                        return distance
+                    if rr * g + cc not in blocked:
+                        nxt.add((rr, cc))
+        seen |= nxt
+        frontier = nxt
+    return None
+
+
+@pytest.mark.parametrize(
+    "grid_size, num_walls, tasks",
+    [
+        (7, 4, PRETRAIN_TASKS),
+        (3, 2, ("0-1-2", "1-1-0-0")),  # a colour twice in a row: step off and back
+        (10, 25, PRETRAIN_TASKS),  # rows spread over two bitboard words
+        (40, 700, PRETRAIN_TASKS),  # one row per word
+    ],
+)
+def test_shortest_legs_match_a_plain_bfs(grid_size, num_walls, tasks):
+    config = PinPadConfig(
+        grid_size=grid_size,
+        num_walls=num_walls,
+        num_colours=3 if grid_size == 3 else 8,
+        tasks=tasks,
+    )
+    rng = np.random.default_rng(grid_size)
+    k, w, o = 150, config.num_walls, config.num_colours
+    cells = np.argsort(rng.random((k, config.num_cells)), axis=1)[:, : w + o + 1]
+    layouts = Layouts(
+        cells[:, :w], cells[:, w : w + o], cells[:, -1], rng.integers(len(tasks), size=k)
+    )
+    legs = shortest_legs(config, layouts)
+    unreached = 0
+    for i in range(k):
+        task = config.tasks[layouts.task_index[i]]
+        blocked = set(layouts.walls[i]) | set(layouts.colours[i])
+        source = layouts.agent[i]
+        for leg, colour in enumerate(task):
+            target = layouts.colours[i, colour]
+            expected = reference_leg(grid_size, blocked - {target}, source, target)
+            unreached += expected is None
+            assert legs[i, leg] == (_UNREACHED if expected is None else expected), (i, leg)
+            source = target
+        assert (legs[i, len(task) :] == -1).all()
+    assert unreached > 0  # the cases include cut-off colours
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [
+        ("PinPad-v0", {}),
+        ("PinPad-Posttrain-v0", {}),
+        ("PinPad-v0", {"tasks": ["0-0-1", "2-3-3-2"]}),  # a colour twice in a row
+    ],
+)
+def test_expert_solves_every_episode(env_id, kwargs):
+    env = gym.make(env_id, **kwargs)
     expert = PinPadExpert(env, seed=1)
     for seed in range(150):
         env.reset(seed=seed)
@@ -215,8 +284,8 @@ def test_random_actions_keep_invariants(seed, actions, task_in_obs):
     for action in actions:
         grid = obs[: config.num_cells * config.num_channels].reshape(config.num_cells, -1)
         assert (grid.sum(axis=0) == 1).all()  # each wall, colour and the agent exactly once
-        assert grid[:, -1].argmax() == batch.agent[0]
-        assert not grid[batch.agent[0], : config.num_walls].any()  # never on a wall
+        assert grid[:, -1].argmax() == batch.agent[env.row]
+        assert not grid[batch.agent[env.row], : config.num_walls].any()  # never on a wall
         assert info["colours_visited"] >= progress
         progress = info["colours_visited"]
         obs, reward, terminated, truncated, info = env.step(action)

@@ -8,8 +8,9 @@ envs with the same seeds play identical episodes while layouts are drawn in batc
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -21,9 +22,15 @@ MOVES: tuple[tuple[int, int], ...] = ((-1, 0), (0, 1), (1, 0), (0, -1))
 
 #: A layout whose required colours stay unreachable after this many redraws is an error.
 MAX_LAYOUT_ATTEMPTS = 1000
+REDRAWS_PER_PASS = 3
 
 _UNREACHED = 1 << 20  # "infinite" distance / blocked label in the grid sweeps
-_NO_COLOUR = -2  # a move that visits no colour; unequal to every colour and to the -1 padding
+_EMPTY = -2  # cell code of an empty cell, and of a move that visits no colour (unequal to
+# every colour and to the -1 task padding)
+_BLOCKED = -3  # cell code of a wall and of the spare off-grid cell
+
+#: Env rows of a batch: an int (one env, scalar cost) or an index array.
+Rows = int | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -54,8 +61,8 @@ class PinPadConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
-        if not 2 <= self.grid_size <= 64:
-            raise ValueError(f"grid_size must be in 2..64, got {self.grid_size}")
+        if not 2 <= self.grid_size <= 63:
+            raise ValueError(f"grid_size must be in 2..63, got {self.grid_size}")
         if self.num_colours < 1:
             raise ValueError(f"num_colours must be >= 1, got {self.num_colours}")
         if self.num_walls < 0:
@@ -155,28 +162,42 @@ def neighbour_table(grid_size: int, off_grid: int) -> np.ndarray:
     return table
 
 
-def sweep_grid(values: np.ndarray, blocked: np.ndarray, step: int) -> np.ndarray:
-    """Relax `values` (G, G, *batch) in place: v = min(v, neighbour + step) over open cells.
+def sweep_grid(distances: np.ndarray, blocked: np.ndarray) -> np.ndarray:
+    """Turn `distances` (G, G, *batch), 0 at the sources and _UNREACHED elsewhere, into BFS
+    distances over the open cells, in place.
 
-    step=1 turns sources set to 0 into BFS distances; step=0 spreads the smallest label over
-    each connected region. Full-length sweeps in the four directions reach the fixed point in
-    a few rounds (about one per turn of the longest shortest path). The batch axes come last
-    so that every operation works on contiguous memory.
+    Full-length sweeps in the four directions reach the fixed point in a few rounds (about
+    one per turn of the longest shortest path). The batch axes come last so that every
+    operation works on contiguous memory.
     """
-    floor = np.where(blocked, _UNREACHED, 0).astype(values.dtype)
-    size = values.shape[0]
+    floor = np.where(blocked, _UNREACHED, 0).astype(distances.dtype)
+    size = distances.shape[0]
     forward, backward = range(1, size), range(size - 2, -1, -1)
-    by_col = np.swapaxes(values, 0, 1)
+    by_col = np.swapaxes(distances, 0, 1)
     floor_col = np.swapaxes(floor, 0, 1)
     while True:
-        before = values.copy()
-        for grid, grid_floor in ((values, floor), (by_col, floor_col)):
+        before = distances.copy()
+        for grid, grid_floor in ((distances, floor), (by_col, floor_col)):
             for lines, delta in ((forward, -1), (backward, 1)):
                 for i in lines:
-                    reach = grid[i + delta] + step if step else grid[i + delta]
-                    np.minimum(grid[i], np.maximum(reach, grid_floor[i]), out=grid[i])
-        if np.array_equal(before, values):
-            return values
+                    reach = np.maximum(grid[i + delta] + 1, grid_floor[i])
+                    np.minimum(grid[i], reach, out=grid[i])
+        if np.array_equal(before, distances):
+            return distances
+
+
+@functools.lru_cache
+def _bitboard_cells(grid_size: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """Words per bitboard, and the word and bit of each cell: whole rows of grid_size + 1
+    bits (a padding bit after each row absorbs moves off its ends) packed into uint64s."""
+    stride = grid_size + 1
+    rows_per_word = 64 // stride
+    r, c = np.divmod(np.arange(grid_size * grid_size), grid_size)
+    word, row_in_word = np.divmod(r, rows_per_word)
+    bit = np.uint64(1) << (row_in_word * stride + c).astype(np.uint64)
+    for table in (word, bit):
+        table.flags.writeable = False
+    return -(-grid_size // rows_per_word), word, bit
 
 
 def shortest_legs(config: PinPadConfig, layouts: Layouts) -> np.ndarray:
@@ -184,8 +205,8 @@ def shortest_legs(config: PinPadConfig, layouts: Layouts) -> np.ndarray:
 
     Leg i goes from where the agent stands (its start, then the colour just visited) to the
     next colour through empty cells only: walls block, and any other colour would end the
-    episode. Unreachable legs get _UNREACHED. Breadth-first search on bitboards, one uint64
-    per grid row (hence grid_size <= 64), for all legs of all layouts at once.
+    episode. Unreachable legs get _UNREACHED. Breadth-first search on bitboards for all legs
+    of all layouts at once (a 7 x 7 grid fits one uint64 word).
     """
     g = config.grid_size
     k = len(layouts.agent)
@@ -195,42 +216,62 @@ def shortest_legs(config: PinPadConfig, layouts: Layouts) -> np.ndarray:
     target = layouts.colours[np.arange(k)[:, None], np.maximum(tasks, 0)]  # (k, L)
     source = np.concatenate([layouts.agent[:, None], target[:, :-1]], axis=1)
 
+    words, cell_word, cell_bit = _bitboard_cells(g)
+    stride_bits = np.uint64(g + 1)  # bits per row, padding included
+    carry_bits = np.uint64((64 // (g + 1) - 1) * (g + 1))  # offset of a word's last row
+    row_mask = np.uint64((1 << g) - 1)  # the real cells of a word's first row
     one = np.uint64(1)
-    occupied = np.zeros((k, g), dtype=np.uint64)  # bit c of word r: cell (r, c)
-    for cells in (layouts.walls, layouts.colours):
-        r, c = np.divmod(cells, g)
-        np.bitwise_or.at(
-            occupied,
-            (np.arange(k)[:, None].repeat(cells.shape[1], 1), r),
-            one << c.astype(np.uint64),
+
+    def bitboards(cells: np.ndarray) -> np.ndarray:
+        """(..., words) the bitboard of each row of cells."""
+        word, bit = cell_word[cells], cell_bit[cells]
+        if words == 1:
+            return bit.sum(axis=-1, keepdims=True)  # distinct cells: sum = or
+        return np.stack(
+            [np.where(word == w, bit, np.uint64(0)).sum(axis=-1) for w in range(words)], -1
         )
+
+    def per_leg_any(flat: np.ndarray) -> np.ndarray:
+        return flat != 0 if words == 1 else flat.reshape(legs, words).any(axis=1)
+
+    inside = bitboards(np.arange(g * g))  # every real cell
+    occupied = bitboards(np.concatenate([layouts.walls, layouts.colours], axis=1))
     legs = k * length
-    leg_layout = np.repeat(np.arange(k), length)
-    target_row, target_col = np.divmod(target.reshape(-1), g)
-    target_bit = one << target_col.astype(np.uint64)
-    passable = ~occupied[leg_layout]
-    passable[np.arange(legs), target_row] |= target_bit
-    passable &= np.uint64((1 << g) - 1)
-    frontier = np.zeros((legs, g), dtype=np.uint64)
-    source_row, source_col = np.divmod(source.reshape(-1), g)
-    frontier[np.arange(legs), source_row] = one << source_col.astype(np.uint64)
-    frontier[~valid.reshape(-1)] = 0
-    unseen = passable & ~frontier
-    at_target = (np.arange(legs), target_row)
-    unseen[at_target] |= target_bit  # a leg back to the same colour must step off and return
-    steps = np.where(valid.reshape(-1), _UNREACHED, -1)
-    for distance in range(1, config.num_cells):
-        grown = frontier | (frontier << one) | (frontier >> one)
-        grown[:, 1:] |= frontier[:, :-1]
-        grown[:, :-1] |= frontier[:, 1:]
+    leg_start = np.arange(legs) * words  # index of each leg's first word in the flat arrays
+    target_cell = target.reshape(-1)
+    target_mask = np.zeros(legs * words, dtype=np.uint64)
+    target_mask[leg_start + cell_word[target_cell]] = cell_bit[target_cell]
+    # The source is not excluded: a leg back to the same colour steps off and returns.
+    unseen = (inside & ~occupied[np.arange(legs) // length]).reshape(-1) | target_mask
+    frontier = np.zeros(legs * words, dtype=np.uint64)
+    source_cell = source.reshape(-1)
+    frontier[leg_start + cell_word[source_cell]] = np.where(
+        valid.reshape(-1), cell_bit[source_cell], 0
+    )
+    # Every leg floods on to the end; a leg's distance is one more than the number of
+    # rounds after which its target was still unseen. Fewer operations than stopping legs.
+    rounds_pending = np.zeros(legs, dtype=np.int64)
+    for _ in range(config.num_cells):
+        grown = frontier << one
+        grown |= frontier >> one
+        grown |= frontier << stride_bits
+        grown |= frontier >> stride_bits
+        if words > 1:  # rows that cross into the neighbouring word of the same leg
+            grown_by_leg, frontier_by_leg = (
+                grown.reshape(legs, words),
+                frontier.reshape(legs, words),
+            )
+            grown_by_leg[:, 1:] |= frontier_by_leg[:, :-1] >> carry_bits
+            grown_by_leg[:, :-1] |= (frontier_by_leg[:, 1:] & row_mask) << carry_bits
         grown &= unseen
         unseen ^= grown
-        arrived = (grown[at_target] & target_bit) != 0
-        steps[arrived] = distance
-        grown[arrived] = 0  # this leg is done
-        if not grown.any():
+        pending = per_leg_any(unseen & target_mask)
+        rounds_pending += pending
+        if not (pending & per_leg_any(grown)).any():  # no unreached leg can grow further
             break
         frontier = grown
+    steps = np.where(pending, _UNREACHED, rounds_pending + 1)
+    steps[~valid.reshape(-1)] = -1
     return steps.reshape(k, length)
 
 
@@ -250,11 +291,13 @@ def sample_layouts(config: PinPadConfig, keys: np.ndarray) -> Layouts:
     colours = np.empty((k, config.num_colours), dtype=np.intp)
     agent = np.empty(k, dtype=np.intp)
     todo = np.arange(k)
-    # Attempts could be tried several at a time per key (keeping the first solvable one gives
-    # the same result); one at a time is fastest, as few layouts need a redraw.
-    per_pass = 1
-    for first in range(0, MAX_LAYOUT_ATTEMPTS, per_pass):
+    # Keeping the first solvable attempt of each key makes the result independent of how
+    # many attempts a pass tries: one first (most draws are solvable), then several.
+    first = 0
+    while first < MAX_LAYOUT_ATTEMPTS:
+        per_pass = 1 if first == 0 else min(REDRAWS_PER_PASS, MAX_LAYOUT_ATTEMPTS - first)
         attempts = np.arange(first, first + per_pass, dtype=np.uint64)
+        first += per_pass
         with np.errstate(over="ignore"):
             attempt_keys = _mix64(keys[todo, None] + attempts * _ATTEMPT_STREAM).reshape(-1)
         cells = np.argsort(_draws(attempt_keys, config.num_cells), axis=1)[:, :placed]
@@ -299,15 +342,14 @@ class PinPadBatch:
         self.rows = np.arange(n)
         self._tasks = c.task_table()
         self._task_lengths = np.array([len(t) for t in c.tasks], dtype=np.int64)
-        self._neighbours = neighbour_table(c.grid_size, c.num_cells)  # off grid -> spare
+        self._neighbours = neighbour_table(c.grid_size, c.num_cells)  # off grid -> spare cell
         self._task_obs_start = c.num_cells * c.num_channels
         self._progress_obs_start = self._task_obs_start + c.task_slots * c.num_colours
         # layout
         self.walls = np.zeros((n, c.num_walls), dtype=np.intp)
         self.colours = np.zeros((n, c.num_colours), dtype=np.intp)
-        self.cell_colour = np.full((n, c.num_cells), -1, dtype=np.int64)
-        self.moves = np.zeros((n, c.num_cells, len(MOVES)), dtype=np.intp)
-        self.enters = np.zeros((n, c.num_cells, len(MOVES)), dtype=np.int64)  # _NO_COLOUR or c
+        self.cell_code = np.full((n, c.num_cells + 1), _BLOCKED, dtype=np.int16)
+        """Per cell: its colour, _EMPTY or _BLOCKED (a wall); the spare last cell is off grid."""
         self.task_index = np.zeros(n, dtype=np.int64)
         self.task = np.full((n, c.task_slots + 1), -1, dtype=np.int64)
         self.task_length = np.ones(n, dtype=np.int64)
@@ -330,17 +372,11 @@ class PinPadBatch:
         rows = np.arange(k)[:, None]
         self.walls[ids] = layouts.walls
         self.colours[ids] = layouts.colours
-        cell_colour = np.full((k, c.num_cells + 1), _NO_COLOUR, dtype=np.int64)
-        cell_colour[rows, layouts.colours] = np.arange(c.num_colours)
-        self.cell_colour[ids] = np.maximum(cell_colour[:, :-1], -1)
-        is_wall = np.zeros((k, c.num_cells + 1), dtype=bool)
-        is_wall[rows, layouts.walls] = True
-        is_wall[:, -1] = True  # leaving the grid is a bump too
-        stay = np.arange(c.num_cells)[:, None]
-        moves = np.where(is_wall[:, self._neighbours], stay, self._neighbours)
-        self.moves[ids] = moves
-        # the colour each move visits; bumps and empty cells visit none
-        self.enters[ids] = np.where(moves != stay, cell_colour[rows[:, :, None], moves], _NO_COLOUR)
+        code = np.full((k, c.num_cells + 1), _EMPTY, dtype=np.int16)
+        code[:, -1] = _BLOCKED
+        code[rows, layouts.walls] = _BLOCKED
+        code[rows, layouts.colours] = np.arange(c.num_colours)
+        self.cell_code[ids] = code
         self.task_index[ids] = layouts.task_index
         self.task[ids] = self._tasks[layouts.task_index]
         self.task_length[ids] = self._task_lengths[layouts.task_index]
@@ -363,27 +399,42 @@ class PinPadBatch:
             obs[r, slot_index[s] + slots[r, s]] = 1
         self.obs[ids] = obs
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Apply one action per env; returns (reward, terminated, truncated)."""
-        c, rows = self.config, self.rows
-        new = self.moves[rows, self.agent, actions]
-        entered = self.enters[rows, self.agent, actions]
-        correct = entered == self.task[rows, self.progress]  # never true once done (-1)
-        self.progress += correct
-        self.failure = (entered >= 0) ^ correct
-        self.success = self.progress == self.task_length
-        terminated = self.failure | self.success
-        self.steps += 1
-        truncated = (self.steps >= c.horizon) & ~terminated
+    def moves(self, rows: Rows, actions: Any) -> tuple[Any, Any]:
+        """Where `actions` take the agents of envs `rows`, and the colour each move visits.
 
-        agent_channel = c.agent_channel
-        self.obs[rows, self.agent * c.num_channels + agent_channel] = 0
-        self.obs[rows, new * c.num_channels + agent_channel] = 1
-        if c.task_in_obs and correct.any():
-            hit = np.nonzero(correct)[0]
-            self.obs[hit, self._progress_obs_start + self.progress[hit] - 1] = 1
-        self.agent = new
-        return self.success.astype(np.float32), terminated, truncated
+        The movement rule: a move into a wall or off the grid is a bump (the agent stays and
+        visits nothing); a move onto a coloured cell visits that colour, otherwise _EMPTY.
+        Broadcasts like numpy indexing; plain ints work too, at Python-scalar cost.
+        """
+        agent = self.agent[rows]
+        target = self._neighbours[agent, actions]
+        code = self.cell_code[rows, target]
+        bump = code == _BLOCKED
+        return target + (agent - target) * bump, code + (_EMPTY - code) * bump
+
+    def step(self, actions: Any, rows: Rows | None = None) -> tuple[Any, Any, Any]:
+        """Apply one action per env of `rows` (default all); returns (reward, terminated,
+        truncated). An int `rows` with an int action steps that one env with scalar cost,
+        which is how the single env uses this, the one implementation of the rules."""
+        c = self.config
+        rows = self.rows if rows is None else rows
+        agent, progress = self.agent[rows], self.progress[rows]
+        new, entered = self.moves(rows, actions)
+        correct = entered == self.task[rows, progress]  # never true once done (-1)
+        progress = progress + correct
+        failure = (entered >= 0) ^ correct
+        success = progress == self.task_length[rows]
+        terminated = failure | success
+        steps = self.steps[rows] + 1
+        truncated = (steps >= c.horizon) & ~terminated
+        self.agent[rows], self.progress[rows], self.steps[rows] = new, progress, steps
+        self.success[rows], self.failure[rows] = success, failure
+
+        self.obs[rows, agent * c.num_channels + c.agent_channel] = 0
+        self.obs[rows, new * c.num_channels + c.agent_channel] = 1
+        if c.task_in_obs:  # the flag of the slot just visited (a no-op write when none was)
+            self.obs[rows, self._progress_obs_start + progress - 1] |= correct
+        return success.astype(np.float32), terminated, truncated
 
     @property
     def next_colour(self) -> np.ndarray:

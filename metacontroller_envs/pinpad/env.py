@@ -1,4 +1,4 @@
-"""PinPadEnv: a Gymnasium env that is a batch of one over the PinPad core."""
+"""PinPadEnv: a Gymnasium env that plays one row of a batch of the PinPad core."""
 
 from __future__ import annotations
 
@@ -130,12 +130,12 @@ class PinPadEnv(gym.Env):
         )
         self.render_mode = check_render_mode(render_mode, RENDER_MODES)
         self.observation_space, self.action_space = pinpad_spaces(self.config)
-        self.batch = PinPadBatch(self.config, 1)
-        self._actions = np.zeros(1, dtype=np.intp)
+        # The batch holds the next LAYOUT_BLOCK episodes, loaded together; `row` is the one
+        # being played. Episodes do not depend on the block size.
+        self.batch = PinPadBatch(self.config, LAYOUT_BLOCK)
+        self.row = LAYOUT_BLOCK - 1
         self._episode = -1  # index of the current episode under the current base key
         self._base_key: np.uint64 | None = None
-        self._block_start = 0
-        self._block: core.Layouts | None = None
         self._task = ()
         self._done = True
         self._window: PygameWindow | None = None
@@ -147,51 +147,48 @@ class PinPadEnv(gym.Env):
         if seed is not None or self._base_key is None:
             self._base_key = core.base_key_from_rng(self.np_random)
             self._episode = -1
-            self._block = None
+            self.row = LAYOUT_BLOCK - 1
         self._episode += 1
-        row = self._episode - self._block_start
-        if self._block is None or row >= LAYOUT_BLOCK:
-            self._block_start, row = self._episode, 0
+        self.row += 1
+        if self.row == LAYOUT_BLOCK:
+            self.row = 0
             keys = core.episode_keys(
                 np.full(LAYOUT_BLOCK, self._base_key),
                 np.arange(self._episode, self._episode + LAYOUT_BLOCK),
             )
-            self._block = core.sample_layouts(self.config, keys)
-        self.batch.load(
-            np.zeros(1, np.intp), core.Layouts(*(a[row : row + 1] for a in self._block))
-        )
-        self._task = self.config.tasks[int(self.batch.task_index[0])]
+            self.batch.load(self.batch.rows, core.sample_layouts(self.config, keys))
+        self._task = self.config.tasks[int(self.batch.task_index[self.row])]
         self._done = False
         if self.render_mode == "human":
             self.render()
-        return self.batch.obs[0].copy(), self._info()
+        return self.batch.obs[self.row].copy(), self._info()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._done:
             raise RuntimeError("step() called after the episode ended: call reset() first")
-        self._actions[0] = check_discrete_action(action, len(ACTION_NAMES), ACTION_NAMES)
-        reward, terminated, truncated = self.batch.step(self._actions)
-        terminated, truncated = bool(terminated[0]), bool(truncated[0])
+        action = check_discrete_action(action, len(ACTION_NAMES), ACTION_NAMES)
+        reward, terminated, truncated = self.batch.step(action, self.row)
+        terminated, truncated = bool(terminated), bool(truncated)
         self._done = terminated or truncated
         if self.render_mode == "human":
             self.render()
-        return self.batch.obs[0].copy(), float(reward[0]), terminated, truncated, self._info()
+        return self.batch.obs[self.row].copy(), float(reward), terminated, truncated, self._info()
 
     def _info(self) -> dict[str, Any]:
-        b = self.batch
-        progress = int(b.progress[0])
+        b, row = self.batch, self.row
+        progress = int(b.progress[row])
         return {
             "task": self._task,
-            "task_index": int(b.task_index[0]),
+            "task_index": int(b.task_index[row]),
             "subgoal_index": progress // 2,
-            "next_colour": int(b.task[0, progress]),
+            "next_colour": int(b.task[row, progress]),
             "colours_visited": progress,
-            "success": bool(b.success[0]),
+            "success": bool(b.success[row]),
         }
 
     def frame(self) -> PinPadFrame:
         """What the renderer draws: the current state of the grid and the task."""
-        return PinPadFrame.from_batch(self.batch, 0)
+        return PinPadFrame.from_batch(self.batch, self.row)
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:

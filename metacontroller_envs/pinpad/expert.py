@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from metacontroller_envs.pinpad.core import _UNREACHED, PinPadBatch, sweep_grid
+from metacontroller_envs.pinpad.core import _UNREACHED, ACTION_NAMES, PinPadBatch, sweep_grid
 
 
 class PinPadExpert:
@@ -28,9 +28,10 @@ class PinPadExpert:
             )
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        self.env = unwrapped
         self.batch = batch
         self.epsilon = float(epsilon)
-        self.single = batch.num_envs == 1 and not hasattr(unwrapped, "num_envs")
+        self.single = not hasattr(unwrapped, "num_envs")  # a single env plays one batch row
         self.rng = np.random.default_rng(seed)
         c = batch.config
         self._distances = np.zeros((batch.num_envs, c.num_colours, c.num_cells), dtype=np.int32)
@@ -57,7 +58,6 @@ class PinPadExpert:
         distance = sweep_grid(
             distance.reshape(k * colours, cells).T.reshape(g, g, k * colours).copy(),
             blocked.reshape(k * colours, cells).T.reshape(g, g, k * colours),
-            1,
         )
         self._distances[stale] = distance.reshape(to_grid).T.reshape(k, colours, cells)
         self._loads[stale] = b.loads[stale]
@@ -66,19 +66,22 @@ class PinPadExpert:
         """(N, 4) bool each: the optimal actions, and the actions that do not end the episode."""
         self._refresh()
         b = self.batch
-        rows = b.rows
-        target = np.maximum(b.next_colour, 0)
-        after = b.moves[rows, b.agent]  # (N, 4) cell each action leads to
-        distance = self._distances[rows[:, None], target[:, None], after]
+        rows = np.array([self.env.row]) if self.single else b.rows
+        next_colour, last = (
+            b.task[rows, b.progress[rows]],
+            b.progress[rows] + 1 >= b.task_length[rows],
+        )
+        after, entered = b.moves(rows[:, None], np.arange(len(ACTION_NAMES)))  # (N, 4) each
+        distance = self._distances[rows[:, None], np.maximum(next_colour, 0)[:, None], after]
+        # standing on the next colour (it repeats) is not visiting it: bumps never help
+        distance[after == b.agent[rows, None]] = _UNREACHED
         optimal = distance == distance.min(axis=1, keepdims=True)
-        entered = np.where(after != b.agent[:, None], b.cell_colour[rows[:, None], after], -1)
-        last = b.progress + 1 >= b.task_length
-        safe = (entered < 0) | ((entered == b.next_colour[:, None]) & ~last[:, None])
+        safe = (entered < 0) | ((entered == next_colour[:, None]) & ~last[:, None])
         return optimal, safe
 
     def act(self) -> int | np.ndarray:
         optimal, safe = self.action_masks()
-        n = self.batch.num_envs
+        n = len(optimal)
         explore = self.rng.random(n) < self.epsilon
         explore &= safe.any(axis=1)  # nowhere safe to wander: follow the shortest path
         allowed = np.where(explore[:, None], safe, optimal)
