@@ -21,6 +21,9 @@ __version__ = "0.1.0"
 _PINPAD = "metacontroller_envs.pinpad.env:PinPadEnv"
 _PINPAD_VECTOR = "metacontroller_envs.pinpad.vector:PinPadVectorEnv"
 _VISUAL = "metacontroller_envs.pinpad.visual:VisualPinPadEnv"
+_BABYAI = "metacontroller_envs.babyai.env:SubgoalBabyAIEnv"
+#: The BabyAI levels this package registers as `SubgoalBabyAI-<level>-v0`.
+BABYAI_LEVELS = ("Pretrain", "Posttrain", "GoToSeq", "MiniBossLevel", "BossLevel")
 
 
 def _register() -> list[str]:
@@ -42,6 +45,8 @@ def _register() -> list[str]:
     )  # a string: JSON-stable
     for layout in ("three", "four", "five", "six", "seven", "eight"):
         add(f"VisualPinPad-{layout.capitalize()}-v0", _VISUAL, layout=layout)
+    for level in BABYAI_LEVELS:  # minigrid's own ids are BabyAI-*: no collision
+        add(f"SubgoalBabyAI-{level}-v0", _BABYAI, level=level)
     return ids
 
 

@@ -22,6 +22,22 @@ def _expert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collect(args: argparse.Namespace) -> int:
+    from metacontroller_envs.data.collection import collect, dataset_path
+
+    for env_id in args.env:
+        dataset_id = collect(
+            env_id,
+            args.episodes,
+            epsilon=args.epsilon,
+            seed=args.seed,
+            dataset_id=args.dataset_id if len(args.env) == 1 else None,
+            overwrite=args.overwrite,
+        )
+        print(f"wrote {dataset_id} ({args.episodes} episodes) to {dataset_path(dataset_id)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcenv", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     expert.add_argument("--epsilon", type=float, default=0.0)
     expert.add_argument("--seed", type=int, default=0, help="first seed")
     expert.set_defaults(run=_expert)
+    collect = commands.add_parser("collect", help="write expert episodes as a Minari dataset")
+    collect.add_argument("--env", nargs="+", required=True, help="registered ids")
+    collect.add_argument("--episodes", type=int, default=1000)
+    collect.add_argument("--epsilon", type=float, default=0.0, help="random-action rate")
+    collect.add_argument("--seed", type=int, default=0, help="episode k uses seed + k")
+    collect.add_argument(
+        "--dataset-id", default=None, help="default: pinpad/<env>/expert-v0 or babyai/..."
+    )
+    collect.add_argument("--overwrite", action="store_true", help="replace an existing one")
+    collect.set_defaults(run=_collect)
     return parser
 
 

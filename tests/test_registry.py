@@ -15,6 +15,8 @@ from metacontroller_envs.pinpad import PinPadEnv, PinPadExpert
 
 ENV_IDS = metacontroller_envs.ENV_IDS
 PINPAD_IDS = [i for i in ENV_IDS if isinstance(gym.make(i).unwrapped, PinPadEnv)]
+BABYAI_IDS = [i for i in ENV_IDS if i.startswith("SubgoalBabyAI-")]
+VISUAL_IDS = [i for i in ENV_IDS if i.startswith("VisualPinPad-")]
 
 
 def rollout(env, seed, steps, action_seed=0):
@@ -39,8 +41,12 @@ def assert_same(a, b):
 
 def test_ids_are_registered_on_import():
     assert "PinPad-v0" in ENV_IDS and "PinPad-Posttrain-v0" in ENV_IDS
-    assert [i for i in ENV_IDS if i.startswith("VisualPinPad")] == [
+    assert VISUAL_IDS == [
         f"VisualPinPad-{n}-v0" for n in ("Three", "Four", "Five", "Six", "Seven", "Eight")
+    ]
+    assert BABYAI_IDS == [
+        f"SubgoalBabyAI-{n}-v0"
+        for n in ("Pretrain", "Posttrain", "GoToSeq", "MiniBossLevel", "BossLevel")
     ]
     for env_id in ENV_IDS:
         assert env_id in gym.registry
@@ -138,13 +144,24 @@ def test_pinpad_time_limit_is_exact(env_id):
         assert truncated == (step == horizon)
 
 
-@pytest.mark.parametrize("env_id", [i for i in ENV_IDS if i not in PINPAD_IDS])
+@pytest.mark.parametrize("env_id", VISUAL_IDS)
 def test_visual_time_limit_is_exact(env_id):
     env = gym.make(env_id)
     env.reset(seed=0)
     length = env.unwrapped.max_steps
     for step in range(1, length + 1):
         _, _, terminated, truncated, _ = env.step(step % 5)
+        assert not terminated
+        assert truncated == (step == length)
+
+
+@pytest.mark.parametrize("env_id", BABYAI_IDS)
+def test_babyai_time_limit_is_exact(env_id):
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    length = env.unwrapped.level.max_steps
+    for step in range(1, length + 1):
+        _, _, terminated, truncated, _ = env.step(step % 2)  # turning never finishes a mission
         assert not terminated
         assert truncated == (step == length)
 
@@ -185,3 +202,18 @@ def test_vector_env_equals_single_envs(env_id):
 @pytest.mark.parametrize("env_id", [i for i in ENV_IDS if i not in PINPAD_IDS])
 def test_sync_vector_env_equals_single_envs(env_id):
     vector_matches_singles(env_id, "sync", num_envs=2, steps=40)
+
+
+@pytest.mark.parametrize("env_id", BABYAI_IDS + VISUAL_IDS[:1])
+def test_async_vector_env_with_shared_memory(env_id):
+    envs = gym.make_vec(
+        env_id, num_envs=2, vectorization_mode="async", vector_kwargs={"shared_memory": True}
+    )
+    try:
+        obs, _ = envs.reset(seed=0)
+        assert obs.shape == (2, *envs.single_observation_space.shape)
+        for _ in range(5):
+            obs, *_ = envs.step(envs.action_space.sample())
+        assert envs.observation_space.contains(obs)
+    finally:
+        envs.close()

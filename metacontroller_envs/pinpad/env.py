@@ -8,6 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from metacontroller_envs.checks import check_discrete_action, check_render_mode
 from metacontroller_envs.pinpad import core
 from metacontroller_envs.pinpad.core import ACTION_NAMES, PinPadBatch, PinPadConfig
 from metacontroller_envs.pinpad.render import PinPadFrame, PygameWindow, draw_pinpad
@@ -17,28 +18,6 @@ RENDER_MODES = ("rgb_array", "human")
 
 #: How many upcoming episodes' layouts are drawn in one batch; episodes do not depend on it.
 LAYOUT_BLOCK = 64
-
-
-def check_render_mode(render_mode: str | None, allowed: Sequence[str]) -> str | None:
-    if render_mode is not None and render_mode not in allowed:
-        raise ValueError(f"unknown render_mode {render_mode!r}: use one of {list(allowed)} or None")
-    return render_mode
-
-
-def check_discrete_action(action: Any, n: int, names: Sequence[str]) -> int:
-    """The action as an int in [0, n), or a ValueError that lists the actions."""
-    if isinstance(action, np.ndarray) and action.shape == ():
-        action = action.item()
-    if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
-        raise ValueError(f"invalid action {action!r}: {_describe(n, names)}")
-    if not 0 <= action < n:
-        raise ValueError(f"invalid action {action}: {_describe(n, names)}")
-    return int(action)
-
-
-def _describe(n: int, names: Sequence[str]) -> str:
-    listed = ", ".join(f"{i} {name}" for i, name in enumerate(names))
-    return f"actions are integers 0..{n - 1} ({listed})"
 
 
 def pinpad_config(

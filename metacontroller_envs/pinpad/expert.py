@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from metacontroller_envs.checks import check_epsilon
 from metacontroller_envs.pinpad.core import _UNREACHED, ACTION_NAMES, PinPadBatch, sweep_grid
 
 
@@ -26,11 +27,9 @@ class PinPadExpert:
             raise ValueError(
                 f"PinPadExpert needs a PinPad env (PinPadEnv or PinPadVectorEnv), got {env!r}"
             )
-        if not 0.0 <= epsilon <= 1.0:
-            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
         self.env = unwrapped
         self.batch = batch
-        self.epsilon = float(epsilon)
+        self.epsilon = check_epsilon(epsilon)
         self.single = not hasattr(unwrapped, "num_envs")  # a single env plays one batch row
         self.rng = np.random.default_rng(seed)
         c = batch.config

@@ -11,13 +11,10 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from metacontroller_envs.checks import check_render_mode
 from metacontroller_envs.pinpad import core
 from metacontroller_envs.pinpad.core import ACTION_NAMES, PinPadBatch
-from metacontroller_envs.pinpad.env import (
-    check_render_mode,
-    pinpad_config,
-    pinpad_spaces,
-)
+from metacontroller_envs.pinpad.env import pinpad_config, pinpad_spaces
 from metacontroller_envs.pinpad.render import PinPadFrame, draw_pinpad
 
 

@@ -7,7 +7,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from metacontroller_envs.pinpad.env import check_discrete_action, check_render_mode
+from metacontroller_envs.checks import (
+    check_discrete_action,
+    check_epsilon,
+    check_render_mode,
+    unwrapped_as,
+)
 from metacontroller_envs.pinpad.render import PygameWindow
 
 ACTION_NAMES: tuple[str, ...] = ("noop", "down", "up", "right", "left")
@@ -163,7 +168,8 @@ class VisualPinPadEnv(gym.Env):
     Never terminates; truncated after `max_steps` steps (2000 by default).
 
     ## Info
-    window (pads in the window, 1-based), target, pause (steps left), successes.
+    subgoal_index (target pads done: the longest end of the window that starts the
+    target), window (pads in the window, 1-based), target, pause (steps left), successes.
 
     ## Registered Configurations
     `VisualPinPad-Three-v0` ... `VisualPinPad-Eight-v0`.
@@ -251,8 +257,18 @@ class VisualPinPadEnv(gym.Env):
             self.render()
         return self._observation(), reward, False, truncated, self._info()
 
+    @property
+    def progress(self) -> int:
+        """Target pads done: the longest end of the window that starts the target."""
+        window, target = tuple(self.window), self.target
+        for done in range(min(len(window), len(target)), 0, -1):
+            if window[len(window) - done :] == target[:done]:
+                return done
+        return 0
+
     def _info(self) -> dict[str, Any]:
         return {
+            "subgoal_index": self.progress,
             "window": tuple(self.window),
             "target": self.target,
             "pause": self.pause,
@@ -287,3 +303,63 @@ class VisualPinPadEnv(gym.Env):
         if self._window_display is not None:
             self._window_display.close()
             self._window_display = None
+
+
+def _pad_distances(map_: np.ndarray, pad: int) -> np.ndarray:
+    """(14, 16) steps from each cell to pad `pad` without crossing onto another pad.
+
+    Floor and the pad itself are searched first; cells of other pads come after, so a
+    player standing on another pad walks off it the shortest way. Walls stay at -1.
+    """
+    distance = np.full(map_.shape, -1, dtype=np.int32)
+    frontier = [tuple(cell) for cell in np.argwhere(map_ == pad)]
+    for cell in frontier:
+        distance[cell] = 0
+    for allowed in ((0, pad), None):  # None: any pad cell, once the rest is done
+        queue = list(frontier) if allowed else [tuple(c) for c in np.argwhere(distance >= 0)]
+        queue.sort(key=lambda c: distance[c])
+        head = 0
+        while head < len(queue):
+            row, col = queue[head]
+            head += 1
+            for dr, dc in _MOVES[1:]:
+                r, c = row + dr, col + dc
+                value = map_[r, c]
+                ok = value in allowed if allowed else value > 0
+                if ok and distance[r, c] < 0:
+                    distance[r, c] = distance[row, col] + 1
+                    queue.append((r, c))
+    return distance
+
+
+class VisualPinPadExpert:
+    """Walks to the pads in order by shortest paths that never step onto another pad.
+
+    The next pad extends the env's progress (the longest end of the window that starts the
+    target). With probability `epsilon` it takes a uniformly random action instead.
+    """
+
+    def __init__(self, env: Any, epsilon: float = 0.0, seed: int | None = None) -> None:
+        self.env = unwrapped_as(env, VisualPinPadEnv, "VisualPinPadExpert", "a VisualPinPad env")
+        self.epsilon = check_epsilon(epsilon)
+        self.rng = np.random.default_rng(seed)
+        self._distances = {pad: _pad_distances(self.env.map, pad) for pad in self.env.target}
+
+    def next_pad(self) -> int | None:
+        """The pad to walk to, None when the window already equals the target."""
+        done = self.env.progress
+        return None if done == len(self.env.target) else self.env.target[done]
+
+    def act(self) -> int:
+        pad = self.next_pad()
+        if pad is None or (self.epsilon and self.rng.random() < self.epsilon):
+            return int(self.rng.integers(len(ACTION_NAMES))) if pad is not None else 0
+        distance = self._distances[pad]
+        row, col = self.env.player
+        costs = []
+        for dr, dc in _MOVES[1:]:
+            value = distance[row + dr, col + dc]
+            costs.append(value if value >= 0 else np.iinfo(np.int32).max)
+        costs = np.array(costs)
+        best = np.flatnonzero(costs == costs.min())
+        return int(self.rng.choice(best)) + 1  # +1: skip the no-op

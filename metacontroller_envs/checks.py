@@ -1,0 +1,44 @@
+"""Argument checks shared by every env and expert: one wording for each kind of bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def check_render_mode(render_mode: str | None, allowed: Sequence[str]) -> str | None:
+    if render_mode is not None and render_mode not in allowed:
+        raise ValueError(f"unknown render_mode {render_mode!r}: use one of {list(allowed)} or None")
+    return render_mode
+
+
+def check_discrete_action(action: Any, n: int, names: Sequence[str]) -> int:
+    """The action as an int in [0, n), or a ValueError that lists the actions."""
+    if isinstance(action, np.ndarray) and action.shape == ():
+        action = action.item()
+    if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
+        raise ValueError(f"invalid action {action!r}: {_describe(n, names)}")
+    if not 0 <= action < n:
+        raise ValueError(f"invalid action {action}: {_describe(n, names)}")
+    return int(action)
+
+
+def _describe(n: int, names: Sequence[str]) -> str:
+    listed = ", ".join(f"{i} {name}" for i, name in enumerate(names))
+    return f"actions are integers 0..{n - 1} ({listed})"
+
+
+def check_epsilon(epsilon: float) -> float:
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+    return float(epsilon)
+
+
+def unwrapped_as(env: Any, kind: type, expert: str, wanted: str) -> Any:
+    """`env.unwrapped` if it is a `kind`, else a ValueError saying which envs `expert` needs."""
+    unwrapped = getattr(env, "unwrapped", env)
+    if not isinstance(unwrapped, kind):
+        raise ValueError(f"{expert} needs {wanted}, got {env!r}")
+    return unwrapped
