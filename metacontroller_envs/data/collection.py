@@ -20,6 +20,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 import metacontroller_envs
+from metacontroller_envs.checks import check_epsilon
 from metacontroller_envs.experts import make_expert
 
 FORMAT_VERSION = 1
@@ -59,34 +60,50 @@ def _info_arrays(infos: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     return out
 
 
-def _episode(seed: int, obs: list, actions: list, rewards: list, terms: list, truncs: list,
-             infos: list) -> dict[str, Any]:  # fmt: skip
-    return {
-        "seed": seed,
-        "observations": np.stack(obs),
-        "actions": np.asarray(actions, dtype=np.int64),
-        "rewards": np.asarray(rewards, dtype=np.float64),
-        "terminations": np.asarray(terms, dtype=bool),
-        "truncations": np.asarray(truncs, dtype=bool),
-        "infos": _info_arrays(infos),
-    }
+class _Trace:
+    """One episode as it is played: Minari's columns, observations and infos from reset on."""
+
+    def __init__(self, seed: int, obs: np.ndarray, info: dict[str, Any]) -> None:
+        self.seed = seed
+        self.observations, self.infos = [obs], [info]
+        self.actions: list[int] = []
+        self.rewards: list[float] = []
+        self.terminations: list[bool] = []
+        self.truncations: list[bool] = []
+
+    def add(self, obs: np.ndarray, action: int, reward: float, terminated: bool,
+            truncated: bool, info: dict[str, Any]) -> None:  # fmt: skip
+        self.observations.append(obs)
+        self.actions.append(int(action))
+        self.rewards.append(float(reward))
+        self.terminations.append(bool(terminated))
+        self.truncations.append(bool(truncated))
+        self.infos.append(info)
+
+    def episode(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "observations": np.stack(self.observations),
+            "actions": np.asarray(self.actions, dtype=np.int64),
+            "rewards": np.asarray(self.rewards, dtype=np.float64),
+            "terminations": np.asarray(self.terminations, dtype=bool),
+            "truncations": np.asarray(self.truncations, dtype=bool),
+            "infos": _info_arrays(self.infos),
+        }
 
 
 def _single_env_episodes(env_id: str, episodes: int, epsilon: float, seed: int) -> Iterator[dict]:
     env = gym.make(env_id)
     expert = make_expert(env, epsilon=epsilon, seed=seed)
     for k in range(episodes):
-        obs, info = env.reset(seed=seed + k)
-        trace: tuple[list, ...] = ([obs], [], [], [], [], [info])
+        trace = _Trace(seed + k, *env.reset(seed=seed + k))
         done = False
         while not done:
             action = expert.act()
             obs, reward, terminated, truncated, info = env.step(action)
-            for column, value in zip(trace, (obs, action, reward, terminated, truncated, info),
-                                     strict=True):  # fmt: skip
-                column.append(value)
+            trace.add(obs, action, reward, terminated, truncated, info)
             done = terminated or truncated
-        yield _episode(seed + k, *trace)
+        yield trace.episode()
 
 
 def _pinpad_episodes(env_id: str, episodes: int, epsilon: float, seed: int) -> Iterator[dict]:
@@ -99,39 +116,34 @@ def _pinpad_episodes(env_id: str, episodes: int, epsilon: float, seed: int) -> I
         autoreset_mode=AutoresetMode.DISABLED,
     )
     expert = make_expert(envs, epsilon=epsilon, seed=seed)
-    obs, infos = envs.reset(seed=seed)
+    obs, infos = envs.reset(seed=seed)  # sub-env i plays episode i: seed + i
     keys = [key for key in infos if not key.startswith("_")]
 
     def info_row(infos: dict, i: int) -> dict[str, Any]:
         return {key: infos[key][i] for key in keys}  # task: padded with -1 to task_slots
 
-    playing = list(range(n))  # the episode number each sub-env plays
-    traces = {k: ([obs[k]], [], [], [], [], [info_row(infos, k)]) for k in range(n)}
-    finished: dict[int, dict] = {}
-    next_episode, emitted = n, 0
+    playing: list[_Trace | None] = [_Trace(seed + i, obs[i], info_row(infos, i)) for i in range(n)]
+    finished: dict[int, dict] = {}  # episodes done but not yet yielded, by number
+    started, emitted = n, 0
     while emitted < episodes:
         actions = expert.act()
         obs, rewards, terms, truncs, infos = envs.step(actions)
-        restart = np.zeros(n, dtype=bool)
         seeds: list[int | None] = [None] * n
-        for i, k in enumerate(playing):
-            if k is None:
+        for i, trace in enumerate(playing):
+            if trace is None:
                 continue
-            trace = traces[k]
-            row = (obs[i], int(actions[i]), float(rewards[i]), bool(terms[i]), bool(truncs[i]))
-            for column, value in zip(trace, (*row, info_row(infos, i)), strict=True):
-                column.append(value)
+            trace.add(obs[i], actions[i], rewards[i], terms[i], truncs[i], info_row(infos, i))
             if terms[i] or truncs[i]:
-                finished[k] = _episode(seed + k, *traces.pop(k))
+                finished[trace.seed - seed] = trace.episode()
                 playing[i] = None
-                if next_episode < episodes:
-                    playing[i], seeds[i] = next_episode, seed + next_episode
-                    restart[i] = True
-                    next_episode += 1
+                if started < episodes:
+                    seeds[i] = seed + started
+                    started += 1
+        restart = np.array([s is not None for s in seeds])
         if restart.any():
             obs, infos = envs.reset(seed=seeds, options={"reset_mask": restart})
             for i in np.flatnonzero(restart):
-                traces[playing[i]] = ([obs[i]], [], [], [], [], [info_row(infos, i)])
+                playing[i] = _Trace(seeds[i], obs[i], info_row(infos, i))
         while emitted in finished:
             yield finished.pop(emitted)
             emitted += 1
@@ -143,8 +155,7 @@ def generate(env_id: str, episodes: int, epsilon: float = 0.0, seed: int = 0) ->
     check_env_id(env_id)
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
-    if not 0.0 <= epsilon <= 1.0:
-        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+    check_epsilon(epsilon)
     if env_id.startswith("PinPad-"):
         return _pinpad_episodes(env_id, episodes, epsilon, seed)
     return _single_env_episodes(env_id, episodes, epsilon, seed)

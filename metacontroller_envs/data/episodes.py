@@ -26,6 +26,7 @@ class PaddedBatch:
     returns: np.ndarray  # (B,) float32 undiscounted episode returns
     lengths: np.ndarray  # (B,) steps per episode
     task_index: np.ndarray  # (B,) -1 where the env has no task list
+    episode_index: np.ndarray  # (B,) which episodes of the dataset these are
 
 
 @dataclass
@@ -91,6 +92,7 @@ class EpisodeArrays:
             returns=self.returns[indices],
             lengths=lengths,
             task_index=self.task_index[indices],
+            episode_index=indices,
         )
 
 
