@@ -29,9 +29,9 @@ def cell(row, col, g=7):
     return row * g + col
 
 
-def env_with_layout(task, walls, colours, agent):
+def env_with_layout(task, walls, colours, agent, **kwargs):
     """A PinPad env whose current episode has exactly this layout."""
-    env = PinPadEnv(task=task)
+    env = PinPadEnv(task=task, **kwargs)
     env.reset(seed=0)
     env.batch.load(
         np.array([env.row]),
@@ -94,6 +94,18 @@ def test_bumps_are_no_ops():
     edge = env_with_layout("0-1", WALLS, COLOURS, cell(0, 3))
     obs, *_ = edge.step(UP)  # off the grid
     assert edge.batch.agent[env.row] == cell(0, 3)
+
+
+def test_free_play_lets_the_agent_choose_the_task():
+    env = env_with_layout("1-0", WALLS, COLOURS, START, free_play=True)
+    assert env._info()["next_colour"] == -1
+    steps = [env.step(a) for a in (LEFT, RIGHT, RIGHT)]  # visit 1, back, visit 0
+    assert [s[1:4] for s in steps] == [(0.0, False, False)] * 2 + [(1.0, True, False)]
+    assert steps[-1][4]["task"] == (1, 0) and steps[-1][4]["success"]
+    env = env_with_layout("1-0", WALLS, COLOURS, START, free_play=True)
+    steps = [env.step(a) for a in (UP, DOWN, LEFT)]  # visit 2 (no failure), back, visit 1
+    assert [s[1:4] for s in steps] == [(0.0, False, False)] * 2 + [(0.0, True, False)]
+    assert steps[-1][4]["task"] == (2, 1) and not steps[-1][4]["success"]
 
 
 def test_reentering_counts_only_from_a_different_cell():

@@ -49,6 +49,10 @@ class PinPadConfig:
     """Colour sequences; each reset draws one uniformly."""
     task_in_obs: bool = False
     """Append the task (one-hot per slot) and the progress through it to the observation."""
+    free_play: bool = False
+    """No task is imposed: every colour visit fills the next task slot, and after
+    task_slots visits the episode ends, with reward 1 if the visits spell one of `tasks`.
+    For evaluating an agent that must infer the task: here it chooses one."""
 
     # derived sizes, filled in __post_init__
     num_cells: int = field(init=False)
@@ -377,9 +381,14 @@ class PinPadBatch:
         code[rows, layouts.walls] = _BLOCKED
         code[rows, layouts.colours] = np.arange(c.num_colours)
         self.cell_code[ids] = code
-        self.task_index[ids] = layouts.task_index
-        self.task[ids] = self._tasks[layouts.task_index]
-        self.task_length[ids] = self._task_lengths[layouts.task_index]
+        if c.free_play:  # the agent's visits write the task
+            self.task_index[ids] = -1
+            self.task[ids] = -1
+            self.task_length[ids] = c.task_slots
+        else:
+            self.task_index[ids] = layouts.task_index
+            self.task[ids] = self._tasks[layouts.task_index]
+            self.task_length[ids] = self._task_lengths[layouts.task_index]
         self.agent[ids] = layouts.agent
         self.progress[ids] = 0
         self.steps[ids] = 0
@@ -420,11 +429,18 @@ class PinPadBatch:
         rows = self.rows if rows is None else rows
         agent, progress = self.agent[rows], self.progress[rows]
         new, entered = self.moves(rows, actions)
-        correct = entered == self.task[rows, progress]  # never true once done (-1)
+        length = self.task_length[rows]
+        if c.free_play:  # any visit is right: it fills the next slot of the task
+            expected = np.where((entered >= 0) & (progress < length), entered, -1)
+            self.task[rows, progress] = expected
+        else:
+            expected = self.task[rows, progress]  # -1 once done: never visited
+        correct = entered == expected
         progress = progress + correct
         failure = (entered >= 0) ^ correct
-        success = progress == self.task_length[rows]
-        terminated = failure | success
+        finished = progress == length
+        success = finished & self._is_task(self.task[rows, :-1]) if c.free_play else finished
+        terminated = failure | finished
         steps = self.steps[rows] + 1
         truncated = (steps >= c.horizon) & ~terminated
         self.agent[rows], self.progress[rows], self.steps[rows] = new, progress, steps
@@ -435,6 +451,10 @@ class PinPadBatch:
         if c.task_in_obs:  # the flag of the slot just visited (a no-op write when none was)
             self.obs[rows, self._progress_obs_start + progress - 1] |= correct
         return success.astype(np.float32), terminated, truncated
+
+    def _is_task(self, sequences: np.ndarray) -> np.ndarray:
+        """Whether each colour sequence (..., task_slots) is one of the config's tasks."""
+        return (sequences[..., None, :] == self._tasks[:, :-1]).all(axis=-1).any(axis=-1)
 
     @property
     def next_colour(self) -> np.ndarray:

@@ -28,6 +28,7 @@ def pinpad_config(
     task: str | Iterable[int] | None,
     tasks: Sequence[str | Iterable[int]] | None,
     task_in_obs: bool,
+    free_play: bool = False,
 ) -> PinPadConfig:
     """The config for the keyword arguments shared by the single and the vector env."""
     if task is not None and tasks is not None:
@@ -40,6 +41,7 @@ def pinpad_config(
         horizon=horizon,
         tasks=tuple(chosen),
         task_in_obs=bool(task_in_obs),
+        free_play=bool(free_play),
     )
 
 
@@ -69,6 +71,9 @@ class PinPadEnv(gym.Env):
     set on top of a colour it stands on. 637 values for the paper's G=7, O=8, W=4. The task is
     hidden, as in the paper; `task_in_obs=True` appends one-hot colours per task slot
     (task_slots x O) and one flag per slot that is set once that colour was visited.
+    `free_play=True` imposes no task: any colour visit fills the next task slot, the episode
+    ends after task_slots visits, and succeeds if they spell one of the tasks (for
+    evaluating agents that must infer the task: here they choose it).
 
     ## Rewards
     1 when the last colour of the task is visited, 0 otherwise.
@@ -102,10 +107,11 @@ class PinPadEnv(gym.Env):
         task: str | Iterable[int] | None = None,
         tasks: Sequence[str | Iterable[int]] | None = None,
         task_in_obs: bool = False,
+        free_play: bool = False,
         render_mode: str | None = None,
     ) -> None:
         self.config = pinpad_config(
-            grid_size, num_colours, num_walls, horizon, task, tasks, task_in_obs
+            grid_size, num_colours, num_walls, horizon, task, tasks, task_in_obs, free_play
         )
         self.render_mode = check_render_mode(render_mode, RENDER_MODES)
         self.observation_space, self.action_space = pinpad_spaces(self.config)
@@ -136,7 +142,8 @@ class PinPadEnv(gym.Env):
                 np.arange(self._episode, self._episode + LAYOUT_BLOCK),
             )
             self.batch.load(self.batch.rows, core.sample_layouts(self.config, keys))
-        self._task = self.config.tasks[int(self.batch.task_index[self.row])]
+        index = int(self.batch.task_index[self.row])
+        self._task = () if self.config.free_play else self.config.tasks[index]
         self._done = False
         if self.render_mode == "human":
             self.render()
@@ -156,8 +163,11 @@ class PinPadEnv(gym.Env):
     def _info(self) -> dict[str, Any]:
         b, row = self.batch, self.row
         progress = int(b.progress[row])
+        task = self._task
+        if self.config.free_play:  # the colours visited so far
+            task = tuple(int(c) for c in b.task[row, :progress])
         return {
-            "task": self._task,
+            "task": task,
             "task_index": int(b.task_index[row]),
             "subgoal_index": progress // 2,
             "next_colour": int(b.task[row, progress]),

@@ -44,6 +44,7 @@ class PinPadVectorEnv(VectorEnv):
         task: str | Iterable[int] | None = None,
         tasks: Sequence[str | Iterable[int]] | None = None,
         task_in_obs: bool = False,
+        free_play: bool = False,
         render_mode: str | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         copy: bool = True,
@@ -62,7 +63,7 @@ class PinPadVectorEnv(VectorEnv):
                 f"{[m.value for m in AutoresetMode]}"
             ) from None
         self.config = pinpad_config(
-            grid_size, num_colours, num_walls, horizon, task, tasks, task_in_obs
+            grid_size, num_colours, num_walls, horizon, task, tasks, task_in_obs, free_play
         )
         self.num_envs = int(num_envs)
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])

@@ -1,0 +1,188 @@
+"""Dataclass configs of the bundled agent, their presets, and how they are read and checked."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+ENCODERS = ("flat", "image", "babyai")
+
+#: Model sizes: the paper's base model, and one that trains on a 2-core CPU in minutes.
+PRESETS: dict[str, dict[str, int]] = {
+    "paper": {"width": 256, "depth": 6, "heads": 4, "mlp": 512},
+    "small": {"width": 128, "depth": 4, "heads": 4, "mlp": 256},
+}
+
+
+@dataclass
+class ModelConfig:
+    """The causal transformer: what it reads, what it predicts, and its size."""
+
+    obs_shape: tuple[int, ...]
+    """Shape of one observation."""
+    obs_high: float
+    """Largest observation value: inputs are scaled by 1 / obs_high."""
+    num_actions: int
+    """Discrete actions; 0 for a continuous Box action space (see action_dim)."""
+    action_dim: int = 0
+    """Size of a continuous action (diagonal Gaussian head); 0 for discrete actions."""
+    encoder: str = "flat"
+    """Observation encoder: "flat" (vectors), "image" (H x W x C pixels) or "babyai"."""
+    babyai_layout: dict[str, Any] | None = None
+    """For the babyai encoder: grid_shape, and [start, stop) of grid, carrying, mission."""
+    width: int = 256
+    """Residual stream width."""
+    depth: int = 6
+    """Transformer blocks."""
+    heads: int = 4
+    """Attention heads (width must divide by heads)."""
+    mlp: int = 512
+    """Hidden units of each block's MLP."""
+    max_len: int = 256
+    """Longest sequence the KV cache holds (episode length + 1)."""
+    binary_obs: bool = False
+    """Observations are 0/1: the next-observation head uses a Bernoulli loss, else MSE."""
+
+    def __post_init__(self) -> None:
+        self.obs_shape = tuple(int(s) for s in self.obs_shape)
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r}: use one of {list(ENCODERS)}")
+        for name in ("width", "depth", "heads", "mlp", "max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.width % self.heads or (self.width // self.heads) % 2:
+            raise ValueError(
+                f"width {self.width} must split into {self.heads} heads of an even size "
+                "(rotary positions rotate pairs of channels)"
+            )
+        if (self.num_actions > 0) == (self.action_dim > 0):
+            raise ValueError(
+                "give exactly one of num_actions (discrete) and action_dim (continuous), got "
+                f"num_actions={self.num_actions}, action_dim={self.action_dim}"
+            )
+        if self.encoder == "image" and len(self.obs_shape) != 3:
+            raise ValueError(
+                f"the image encoder needs (H, W, C) observations, got {self.obs_shape}"
+            )
+        if self.encoder == "babyai" and not self.babyai_layout:
+            raise ValueError("the babyai encoder needs babyai_layout (from env.obs_layout)")
+
+    @property
+    def obs_size(self) -> int:
+        return int(np.prod(self.obs_shape))
+
+    @classmethod
+    def for_env(cls, env: gym.Env, preset: str = "small", **overrides: Any) -> ModelConfig:
+        """The config that fits `env`'s spaces, at a preset size."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}: use one of {list(PRESETS)}")
+        obs_space, action_space = env.observation_space, env.action_space
+        if not isinstance(obs_space, gym.spaces.Box):
+            raise ValueError(f"observations must be a Box, got {obs_space}")
+        unwrapped = env.unwrapped
+        layout = getattr(unwrapped, "obs_layout", None)
+        kwargs: dict[str, Any] = {
+            "obs_shape": obs_space.shape,
+            "obs_high": float(np.max(obs_space.high)),
+            "binary_obs": bool(np.all(obs_space.low == 0) and np.all(obs_space.high == 1)),
+        }
+        if layout is not None:
+            kwargs["encoder"] = "babyai"
+            kwargs["babyai_layout"] = {
+                "grid_shape": list(layout["grid_shape"]),
+                "grid": [layout["grid"].start, layout["grid"].stop],
+                "carrying": [layout["carrying"].start, layout["carrying"].stop],
+                "mission": [layout["mission"].start, layout["mission"].stop],
+                "vocab_size": layout["vocab_size"],
+            }
+        elif len(obs_space.shape) == 3:
+            kwargs["encoder"] = "image"
+        if isinstance(action_space, gym.spaces.Discrete):
+            kwargs["num_actions"] = int(action_space.n)
+        elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+            kwargs["num_actions"], kwargs["action_dim"] = 0, int(action_space.shape[0])
+        else:
+            raise ValueError(f"actions must be Discrete or a 1-D Box, got {action_space}")
+        spec = getattr(env, "spec", None)
+        if spec is not None and spec.max_episode_steps:
+            kwargs["max_len"] = int(spec.max_episode_steps) + 1
+        elif hasattr(unwrapped, "config"):  # PinPad's horizon
+            kwargs["max_len"] = int(unwrapped.config.horizon) + 1
+        return cls(**{**kwargs, **PRESETS[preset], **overrides})
+
+
+@dataclass
+class BCConfig:
+    """Behaviour cloning: the data, the optimiser and the schedule."""
+
+    dataset: str
+    """Minari dataset id, e.g. pinpad/PinPad-v0/expert-v0."""
+    preset: str = "small"
+    """Model size: "small" or "paper"."""
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    """ModelConfig fields that replace the preset's (e.g. {"depth": 2})."""
+    steps: int = 3000
+    """Optimiser steps."""
+    batch_size: int = 64
+    """Episodes per batch."""
+    lr: float = 3e-4
+    """AdamW learning rate (the paper's 3e-4)."""
+    weight_decay: float = 0.03
+    """AdamW weight decay (the paper's 0.03)."""
+    warmup_steps: int = 100
+    """Linear learning-rate warm-up; then cosine decay to 10%."""
+    grad_clip: float = 1.0
+    """Gradient norm clipping."""
+    obs_loss_weight: float = 0.01
+    """lambda: weight of the next-observation loss (the paper uses 0 or 0.01)."""
+    eval_every: int = 1000
+    """Steps between evaluation rollouts (0: only at the end)."""
+    eval_episodes: int = 256
+    """Episodes per evaluation rollout."""
+    checkpoint_every: int = 1000
+    """Steps between checkpoints."""
+    seed: int = 0
+    """Seeds the initialisation and the data order."""
+    device: str = "auto"
+    """"cpu", "cuda" or "auto"."""
+    amp: bool = True
+    """bfloat16 autocast on CUDA (ignored on CPU)."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_episodes", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}: use one of {list(PRESETS)}")
+        unknown = set(self.model_overrides) - {f.name for f in dataclasses.fields(ModelConfig)}
+        if unknown:
+            raise ValueError(f"unknown model fields in model_overrides: {sorted(unknown)}")
+
+
+def load_config(cls: type, path: str | Path | None, **overrides: Any) -> Any:
+    """A config from a JSON file of its fields (unknown keys are an error), then overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read config {path}: {error}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"config {path} must hold a JSON object of {cls.__name__} fields")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}: known are {sorted(names)}")
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise ValueError(f"bad {cls.__name__}: {error}") from None

@@ -1,0 +1,297 @@
+"""The base model: a causal transformer over (observation, previous action) sequences.
+
+One token per time step: the encoded observation o_t plus an embedding of the action
+a_{t-1} (a start action at t = 0). Pre-norm blocks, torch's scaled_dot_product_attention,
+rotary positions. Heads predict a_t (categorical, or a diagonal Gaussian for continuous
+actions) and o_{t+1}.
+
+The residual stream is open to the caller: `forward(..., layer=l, intervene=f)` returns the
+stream entering block l and runs the rest of the model on f(stream); this is where the
+MetaController writes e <- e + U e. `step` runs one token per call against a key/value
+cache, so acting in an environment costs one token per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from agents.config import ModelConfig
+
+Intervention = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class ModelOutput:
+    action: torch.Tensor  # (B, T, A) logits, or (B, T, D) Gaussian means
+    next_obs: torch.Tensor  # (B, T, obs_size) predicted o_{t+1} (logits if binary)
+    stream: torch.Tensor | None  # (B, T, width) residual stream entering `layer`, if asked
+
+
+class KVCache:
+    """Keys and values of every layer for up to `max_len` steps of a batch of sequences."""
+
+    def __init__(self, config: ModelConfig, batch: int, device: torch.device, dtype: torch.dtype):
+        head_dim = config.width // config.heads
+        shape = (config.depth, batch, config.heads, config.max_len, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # steps held
+
+    def write(
+        self, layer: int, keys: torch.Tensor, values: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """Store new keys/values at the end; returns all keys and values so far."""
+        start, stop = self.length, self.length + keys.shape[2]
+        if stop > self.keys.shape[3]:
+            raise ValueError(
+                f"the KV cache holds {self.keys.shape[3]} steps (max_len); step {stop} does "
+                "not fit: raise max_len or start a new cache per episode"
+            )
+        self.keys[layer, :, :, start:stop] = keys
+        self.values[layer, :, :, start:stop] = values
+        return self.keys[layer, :, :, :stop], self.values[layer, :, :, :stop]
+
+
+def rotate(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding of x (B, H, T, D) at `positions` (T,)."""
+    angles = positions[:, None].to(inv_freq.dtype) * inv_freq[None, :]  # (T, D/2)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.heads = config.heads
+        head_dim = config.width // config.heads
+        self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
+        self.out = nn.Linear(config.width, config.width, bias=False)
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.heads)
+        q, k = rotate(q, positions, self.inv_freq), rotate(k, positions, self.inv_freq)
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            k, v = cache.write(layer, k, v)
+            if q.shape[2] == 1:  # one new step attends to everything cached
+                y = F.scaled_dot_product_attention(q, k, v)
+            else:
+                allowed = positions[:, None] >= torch.arange(k.shape[2], device=x.device)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        return self.out(rearrange(y, "b h t d -> b t (h d)"))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(config.width)
+        self.attention = SelfAttention(config)
+        self.mlp_norm = nn.LayerNorm(config.width)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.width, config.mlp), nn.GELU(), nn.Linear(config.mlp, config.width)
+        )
+
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), positions, cache, layer)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+# -- observation encoders: (B, T, *obs_shape) -> (B, T, width) ---------------------------
+
+
+class FlatEncoder(nn.Module):
+    """Vectors (PinPad's one-hot grid): a two-layer MLP."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.scale = 1.0 / config.obs_high
+        self.net = nn.Sequential(
+            nn.Linear(config.obs_size, config.width),
+            nn.GELU(),
+            nn.Linear(config.width, config.width),
+        )
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs.flatten(2).float() * self.scale)
+
+
+class ImageEncoder(nn.Module):
+    """H x W x C pixels (Visual Pin Pad): a small strided CNN."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.scale = 1.0 / config.obs_high
+        channels = config.obs_shape[2]
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, 32, 4, stride=2), nn.GELU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.GELU(),
+            nn.Conv2d(64, 64, 3, stride=2), nn.GELU(),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64 * 16, config.width),
+        )  # fmt: skip
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        b, t = obs.shape[:2]
+        pixels = rearrange(obs.float() * self.scale, "b t h w c -> (b t) c h w")
+        return self.net(pixels).view(b, t, -1)
+
+
+class BabyAIEncoder(nn.Module):
+    """BabyAI's symbolic grid (a CNN over embedded cells), carried object and mission."""
+
+    CELL_VALUES = 16  # minigrid's type, colour and state ids are all below this
+    EMBED = 32
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        layout = config.babyai_layout
+        self.grid = slice(*layout["grid"])
+        self.carrying = slice(*layout["carrying"])
+        self.mission = slice(*layout["mission"])
+        self.grid_shape = tuple(layout["grid_shape"])
+        self.cells = nn.Embedding(3 * self.CELL_VALUES, self.EMBED)  # one table per channel
+        self.register_buffer("channel_offset", torch.arange(3) * self.CELL_VALUES, persistent=False)
+        self.conv = nn.Sequential(
+            nn.Conv2d(self.EMBED, 64, 3, padding=1), nn.GELU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.GELU(),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64 * 16, config.width),
+        )  # fmt: skip
+        self.held = nn.Embedding(2 * self.CELL_VALUES, config.width)
+        self.words = nn.Embedding(layout["vocab_size"], config.width, padding_idx=0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        b, t = obs.shape[:2]
+        obs = obs.long()
+        grid = obs[..., self.grid].reshape(b * t, *self.grid_shape)
+        cells = self.cells(grid + self.channel_offset).sum(dim=3)  # (bt, H, W, E)
+        x = self.conv(rearrange(cells, "n h w e -> n e h w")).view(b, t, -1)
+        held = obs[..., self.carrying] + self.channel_offset[:2]
+        x = x + self.held(held).sum(dim=2)
+        tokens = obs[..., self.mission]
+        count = (tokens > 0).sum(dim=-1, keepdim=True).clamp(min=1)
+        return x + self.words(tokens).sum(dim=2) / count
+
+
+ENCODER_CLASSES = {"flat": FlatEncoder, "image": ImageEncoder, "babyai": BabyAIEncoder}
+
+
+class CausalTransformer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = ENCODER_CLASSES[config.encoder](config)
+        self.discrete = config.num_actions > 0
+        if self.discrete:  # index num_actions is the start action of t = 0
+            self.action_embedding = nn.Embedding(config.num_actions + 1, config.width)
+        else:
+            self.action_embedding = nn.Linear(config.action_dim, config.width)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.final_norm = nn.LayerNorm(config.width)
+        if self.discrete:
+            self.action_head = nn.Linear(config.width, config.num_actions)
+        else:
+            self.action_head = nn.Linear(config.width, config.action_dim)
+            self.log_std = nn.Parameter(torch.zeros(config.action_dim))
+        self.obs_head = nn.Linear(config.width, config.obs_size)
+
+    @property
+    def start_action(self) -> int:
+        return self.config.num_actions
+
+    def previous_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """a_{t-1} for each t: the actions shifted right, the start action (or 0) first."""
+        first = torch.full_like(actions[:, :1], self.start_action if self.discrete else 0)
+        return torch.cat([first, actions[:, :-1]], dim=1)
+
+    def embed(self, obs: torch.Tensor, prev_actions: torch.Tensor) -> torch.Tensor:
+        shape = tuple(obs.shape[2:])
+        if shape != self.config.obs_shape:
+            raise ValueError(
+                f"observations of shape {shape} given to a model built for {self.config.obs_shape}"
+            )
+        actions = prev_actions.long() if self.discrete else prev_actions.float()
+        return self.encoder(obs) + self.action_embedding(actions)
+
+    def run(
+        self,
+        h: torch.Tensor,
+        start: int,
+        stop: int,
+        positions: torch.Tensor,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """The residual stream after blocks [start, stop)."""
+        for layer in range(start, stop):
+            h = self.blocks[layer](h, positions, cache, layer)
+        return h
+
+    def heads(self, h: torch.Tensor, stream: torch.Tensor | None = None) -> ModelOutput:
+        h = self.final_norm(h)
+        return ModelOutput(self.action_head(h), self.obs_head(h), stream)
+
+    def forward(
+        self,
+        obs: torch.Tensor,
+        prev_actions: torch.Tensor,
+        layer: int | None = None,
+        intervene: Intervention | None = None,
+    ) -> ModelOutput:
+        """Whole sequences: obs (B, T, *obs_shape), prev_actions (B, T)."""
+        positions = torch.arange(obs.shape[1], device=obs.device)
+        return self._forward(self.embed(obs, prev_actions), positions, None, layer, intervene)
+
+    def step(
+        self,
+        obs: torch.Tensor,
+        prev_action: torch.Tensor,
+        cache: KVCache,
+        layer: int | None = None,
+        intervene: Intervention | None = None,
+    ) -> ModelOutput:
+        """One new step per sequence: obs (B, *obs_shape), prev_action (B,); outputs (B, 1, .)."""
+        positions = torch.arange(cache.length, cache.length + 1, device=obs.device)
+        h = self.embed(obs[:, None], prev_action[:, None])
+        out = self._forward(h, positions, cache, layer, intervene)
+        cache.length += 1
+        return out
+
+    def _forward(
+        self,
+        h: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache | None,
+        layer: int | None,
+        intervene: Intervention | None,
+    ) -> ModelOutput:
+        if layer is None:
+            if intervene is not None:
+                raise ValueError("intervene needs the layer it applies at")
+            return self.heads(self.run(h, 0, self.config.depth, positions, cache))
+        if not 0 <= layer <= self.config.depth:
+            raise ValueError(f"layer must be in 0..{self.config.depth}, got {layer}")
+        stream = self.run(h, 0, layer, positions, cache)
+        changed = stream if intervene is None else intervene(stream)
+        return self.heads(self.run(changed, layer, self.config.depth, positions, cache), stream)
+
+    def new_cache(self, batch: int) -> KVCache:
+        parameter = next(self.parameters())
+        return KVCache(self.config, batch, parameter.device, parameter.dtype)
+
+    def action_distribution(self, action: torch.Tensor) -> torch.distributions.Distribution:
+        if self.discrete:
+            return torch.distributions.Categorical(logits=action.float())
+        std = self.log_std.exp().expand_as(action)
+        return torch.distributions.Independent(torch.distributions.Normal(action.float(), std), 1)
