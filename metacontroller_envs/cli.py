@@ -4,6 +4,7 @@ imported when that subcommand runs, so `mcenv play` never loads torch."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -25,6 +26,12 @@ def _expert(args: argparse.Namespace) -> int:
 def _collect(args: argparse.Namespace) -> int:
     from metacontroller_envs.data.collection import collect, dataset_path
 
+    try:
+        env_kwargs = json.loads(args.env_kwargs)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--env-kwargs must be a JSON object: {error}") from None
+    if not isinstance(env_kwargs, dict):
+        raise ValueError(f"--env-kwargs must be a JSON object, got {args.env_kwargs}")
     for env_id in args.env:
         dataset_id = collect(
             env_id,
@@ -33,12 +40,13 @@ def _collect(args: argparse.Namespace) -> int:
             seed=args.seed,
             dataset_id=args.dataset_id if len(args.env) == 1 else None,
             overwrite=args.overwrite,
+            env_kwargs=env_kwargs,
         )
         print(f"wrote {dataset_id} ({args.episodes} episodes) to {dataset_path(dataset_id)}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcenv", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     play = commands.add_parser("play", help="play an environment with the arrow keys")
@@ -60,12 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset-id", default=None, help="default: pinpad/<env>/expert-v0 or babyai/..."
     )
     collect.add_argument("--overwrite", action="store_true", help="replace an existing one")
+    collect.add_argument(
+        "--env-kwargs", default="{}", help="JSON keyword arguments, e.g. '{\"task_in_obs\": true}'"
+    )
     collect.set_defaults(run=_collect)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("train", "eval"):  # torch loads only for the agent's commands
+        from agents.cli import add_commands
+
+        add_commands(commands)
+    else:
+        for name, text in (("train", "train the bundled agent"), ("eval", "evaluate an agent")):
+            commands.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return args.run(args)
     except ValueError as error:  # bad input: say what was wrong, no traceback

@@ -12,6 +12,14 @@ import metacontroller_envs
 from metacontroller_envs.experts import make_expert
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% confidence interval of a success rate (Wilson score)."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 @dataclass(frozen=True)
 class ExpertReport:
     env_id: str
@@ -25,15 +33,8 @@ class ExpertReport:
     def success_rate(self) -> float:
         return self.successes / self.episodes
 
-    def wilson_interval(self, z: float = 1.96) -> tuple[float, float]:
-        """95% confidence interval of the success rate (Wilson score)."""
-        n, p = self.episodes, self.success_rate
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return max(0.0, centre - half), min(1.0, centre + half)
-
     def line(self) -> str:
-        low, high = self.wilson_interval()
+        low, high = wilson_interval(self.successes, self.episodes)
         return (
             f"{self.env_id}: expert success {self.success_rate:.4f} "
             f"({self.successes}/{self.episodes}, 95% CI [{low:.4f}, {high:.4f}]), "

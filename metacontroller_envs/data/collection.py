@@ -9,6 +9,7 @@ renamed into place when complete, so an interrupted run leaves no half dataset.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -35,11 +36,17 @@ def check_env_id(env_id: str) -> None:
         )
 
 
-def default_dataset_id(env_id: str, epsilon: float = 0.0) -> str:
-    """`pinpad/PinPad-v0/expert-v0`, `babyai/SubgoalBabyAI-Pretrain-v0/expert-eps0p1-v0`."""
+def default_dataset_id(
+    env_id: str, epsilon: float = 0.0, env_kwargs: dict[str, Any] | None = None
+) -> str:
+    """`pinpad/PinPad-v0/expert-v0`, `babyai/SubgoalBabyAI-Pretrain-v0/expert-eps0p1-v0`,
+    `pinpad/PinPad-v0/expert-task_in_obs_True-v0`."""
     check_env_id(env_id)
     family = "babyai" if env_id.startswith("SubgoalBabyAI-") else "pinpad"
-    name = "expert" if epsilon == 0 else f"expert-eps{epsilon:g}".replace(".", "p")
+    name = "expert" if epsilon == 0 else f"expert-eps{epsilon:g}"
+    for key, value in sorted((env_kwargs or {}).items()):
+        name += f"-{key}_{value}"
+    name = re.sub(r"[^-\w]", "p", name)  # Minari ids allow letters, digits, _ and -
     return f"{family}/{env_id}/{name}-v0"
 
 
@@ -92,8 +99,10 @@ class _Trace:
         }
 
 
-def _single_env_episodes(env_id: str, episodes: int, epsilon: float, seed: int) -> Iterator[dict]:
-    env = gym.make(env_id)
+def _single_env_episodes(
+    env_id: str, episodes: int, epsilon: float, seed: int, env_kwargs: dict[str, Any]
+) -> Iterator[dict]:
+    env = gym.make(env_id, **env_kwargs)
     expert = make_expert(env, epsilon=epsilon, seed=seed)
     for k in range(episodes):
         trace = _Trace(seed + k, *env.reset(seed=seed + k))
@@ -106,7 +115,9 @@ def _single_env_episodes(env_id: str, episodes: int, epsilon: float, seed: int) 
         yield trace.episode()
 
 
-def _pinpad_episodes(env_id: str, episodes: int, epsilon: float, seed: int) -> Iterator[dict]:
+def _pinpad_episodes(
+    env_id: str, episodes: int, epsilon: float, seed: int, env_kwargs: dict[str, Any]
+) -> Iterator[dict]:
     """Episodes in seed order from a vector env whose sub-envs each play one seed at a time."""
     n = min(PINPAD_BATCH, episodes)
     envs = gym.make_vec(
@@ -114,6 +125,7 @@ def _pinpad_episodes(env_id: str, episodes: int, epsilon: float, seed: int) -> I
         num_envs=n,
         vectorization_mode="vector_entry_point",
         autoreset_mode=AutoresetMode.DISABLED,
+        **env_kwargs,
     )
     expert = make_expert(envs, epsilon=epsilon, seed=seed)
     obs, infos = envs.reset(seed=seed)  # sub-env i plays episode i: seed + i
@@ -150,15 +162,22 @@ def _pinpad_episodes(env_id: str, episodes: int, epsilon: float, seed: int) -> I
     envs.close()
 
 
-def generate(env_id: str, episodes: int, epsilon: float = 0.0, seed: int = 0) -> Iterator[dict]:
+def generate(
+    env_id: str,
+    episodes: int,
+    epsilon: float = 0.0,
+    seed: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
+) -> Iterator[dict]:
     """Expert episodes in seed order, each a dict of numpy arrays (Minari's layout)."""
     check_env_id(env_id)
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     check_epsilon(epsilon)
+    env_kwargs = dict(env_kwargs or {})
     if env_id.startswith("PinPad-"):
-        return _pinpad_episodes(env_id, episodes, epsilon, seed)
-    return _single_env_episodes(env_id, episodes, epsilon, seed)
+        return _pinpad_episodes(env_id, episodes, epsilon, seed, env_kwargs)
+    return _single_env_episodes(env_id, episodes, epsilon, seed, env_kwargs)
 
 
 def dataset_path(dataset_id: str) -> Path:
@@ -175,16 +194,18 @@ def collect(
     dataset_id: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> str:
-    """Write `episodes` expert episodes of `env_id` as a Minari dataset; returns its id."""
+    """Write `episodes` expert episodes of `env_id` (made with `env_kwargs`) as a Minari
+    dataset; returns its id."""
     from minari.data_collector import EpisodeBuffer
     from minari.dataset.minari_dataset import parse_dataset_id
     from minari.dataset.minari_storage import MinariStorage
     from minari.namespace import create_namespace, list_local_namespaces
     from tqdm import tqdm
 
-    episodes_iter = generate(env_id, episodes, epsilon, seed)  # checks the arguments
-    dataset_id = dataset_id or default_dataset_id(env_id, epsilon)
+    episodes_iter = generate(env_id, episodes, epsilon, seed, env_kwargs)  # checks arguments
+    dataset_id = dataset_id or default_dataset_id(env_id, epsilon, env_kwargs)
     namespace, _, _ = parse_dataset_id(dataset_id)
     final = dataset_path(dataset_id)
     if final.exists() and not overwrite:
@@ -196,7 +217,10 @@ def collect(
         create_namespace(namespace)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-    env = gym.make(env_id)
+    try:
+        env = gym.make(env_id, **(env_kwargs or {}))
+    except TypeError as error:
+        raise ValueError(f"bad env_kwargs for {env_id}: {error}") from None
     try:
         staging.mkdir()
         storage = MinariStorage.new(
@@ -224,6 +248,7 @@ def collect(
                     "episodes": episodes,
                     "epsilon": epsilon,
                     "seed": seed,
+                    "env_kwargs": env_kwargs or {},
                 },
             }
         )

@@ -1,0 +1,72 @@
+"""Checkpoints: one file per run, written atomically, carrying their configs and a version."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.config import ModelConfig
+from agents.transformer import CausalTransformer
+
+FORMAT = "metacontroller-envs checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, kind: str, **content: Any) -> Path:
+    """Write {format, version, kind, **content} to `path` via a temp file and a rename, so a
+    crash mid-write leaves the previous checkpoint intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, **content}
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(payload, temp)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+    return path
+
+
+def load_checkpoint(path: str | Path, kind: str, device: str | torch.device = "cpu") -> dict:
+    """The checkpoint's content, or a ValueError that names the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise ValueError(f"checkpoint {path} is corrupt or not a torch file: {error}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a metacontroller-envs checkpoint")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"checkpoint {path} has format version {payload.get('format_version')}; this "
+            f"version of the package reads version {FORMAT_VERSION}"
+        )
+    if payload.get("kind") != kind:
+        raise ValueError(f"checkpoint {path} holds a {payload.get('kind')!r} run, not {kind!r}")
+    return payload
+
+
+def model_state(model: CausalTransformer) -> dict[str, Any]:
+    return {"model_config": dataclasses.asdict(model.config), "model": model.state_dict()}
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", kind: str = "bc"
+) -> tuple[CausalTransformer, dict]:
+    """The base model stored in a checkpoint, in eval mode on `device`, and the checkpoint."""
+    payload = load_checkpoint(path, kind, device)
+    try:
+        model = CausalTransformer(ModelConfig(**payload["model_config"]))
+        model.load_state_dict(payload["model"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise ValueError(f"checkpoint {path} does not hold a usable model: {error}") from None
+    return model.to(device).eval(), payload

@@ -1,0 +1,80 @@
+"""The agent's `mcenv` subcommands: `train bc` and `eval` (imported only when they run)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import gymnasium as gym
+from gymnasium.envs.registration import EnvSpec
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="train the bundled agent")
+    stages = train.add_subparsers(dest="stage", required=True)
+    bc = stages.add_parser("bc", help="behaviour cloning of the base transformer")
+    bc.add_argument("--dataset", help="Minari dataset id, e.g. pinpad/PinPad-v0/expert-v0")
+    bc.add_argument("--config", default=None, help="JSON file of BCConfig fields")
+    bc.add_argument("--preset", default=None, choices=["small", "paper"])
+    bc.add_argument("--steps", type=int, default=None)
+    bc.add_argument("--batch-size", type=int, default=None)
+    bc.add_argument("--lr", type=float, default=None)
+    bc.add_argument("--eval-every", type=int, default=None)
+    bc.add_argument("--eval-episodes", type=int, default=None)
+    bc.add_argument("--seed", type=int, default=None)
+    bc.add_argument("--device", default=None, help="cpu, cuda or auto")
+    bc.add_argument("--out", default="checkpoints/bc.pt", help="checkpoint path")
+    bc.add_argument("--resume", action="store_true", help="continue the run in --out")
+    bc.set_defaults(run=train_bc_command)
+    evaluate = commands.add_parser("eval", help="roll a trained agent out and report success")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--env", default=None, help="default: the env it was trained on")
+    evaluate.add_argument("--episodes", type=int, default=1000)
+    evaluate.add_argument("--num-envs", type=int, default=256)
+    evaluate.add_argument("--seed", type=int, default=10**6, help="episode k: seed + k")
+    evaluate.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(run=eval_command)
+
+
+def train_bc_command(args: argparse.Namespace) -> int:
+    from agents.config import BCConfig, load_config
+    from agents.train import train_bc
+
+    config = load_config(
+        BCConfig,
+        args.config,
+        dataset=args.dataset,
+        preset=args.preset,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        seed=args.seed,
+        device=args.device,
+    )
+    path = train_bc(config, Path(args.out), resume=args.resume)
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    from agents.checkpoint import load_model
+    from agents.data import resolve_device
+    from agents.evaluate import evaluate_model
+
+    device = resolve_device(args.device)
+    model, payload = load_model(args.checkpoint, device)
+    spec = EnvSpec.from_json(payload["env_spec"]) if args.env is None else gym.spec(args.env)
+    shape = gym.make(spec).observation_space.shape
+    if tuple(shape) != model.config.obs_shape:
+        raise ValueError(
+            f"{spec.id} observations have shape {tuple(shape)}, the checkpoint's model reads "
+            f"{model.config.obs_shape}: evaluate it on the env it was trained on"
+        )
+    report = evaluate_model(
+        model, spec, args.episodes, device, args.num_envs, args.seed, args.greedy
+    )
+    print(report.line())
+    return 0

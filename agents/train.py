@@ -1,0 +1,208 @@
+"""Behaviour cloning of the base model on an expert dataset, readable top to bottom.
+
+loss = sum_t -log p(a_t | o_1..t, a_1..t-1) + lambda * (next-observation loss), averaged over
+real steps. AdamW, warm-up then cosine decay, gradient clipping, bfloat16 autocast on CUDA.
+The data order is a pure function of (seed, step), so a run resumed from a checkpoint takes
+exactly the batches an uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium.envs.registration import EnvSpec
+from tqdm import tqdm
+
+from agents.checkpoint import load_checkpoint, model_state, save_checkpoint
+from agents.config import BCConfig, ModelConfig
+from agents.data import resolve_device, to_torch
+from agents.evaluate import evaluate_model
+from agents.transformer import CausalTransformer, ModelOutput
+from metacontroller_envs.data import EpisodeArrays, load_episodes
+
+
+def dataset_env_spec(dataset_id: str) -> EnvSpec:
+    """The spec (id and kwargs) of the env a dataset was collected in."""
+    import minari
+
+    spec = minari.load_dataset(dataset_id).spec.env_spec
+    if spec is None:
+        raise ValueError(f"dataset {dataset_id} does not record its env; collect it with mcenv")
+    return spec
+
+
+def bc_loss(
+    model: CausalTransformer, out: ModelOutput, batch: dict[str, torch.Tensor], obs_weight: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Action NLL (+ obs_weight x next-observation loss), averaged over real steps."""
+    mask = batch["mask"].float()
+    steps = mask.sum().clamp(min=1)
+    actions = batch["actions"]
+    if model.discrete:
+        nll = F.cross_entropy(out.action.float().transpose(1, 2), actions, reduction="none")
+        accuracy = ((out.action.argmax(-1) == actions).float() * mask).sum() / steps
+    else:
+        nll = -model.action_distribution(out.action).log_prob(actions.float())
+        accuracy = torch.zeros(())
+    action_loss = (nll * mask).sum() / steps
+    loss = action_loss
+    metrics = {"action_nll": action_loss.item(), "accuracy": accuracy.item()}
+    if obs_weight > 0:
+        config = model.config
+        target = batch["observations"][:, 1:].flatten(2).float() / config.obs_high
+        prediction = out.next_obs.float()
+        if config.binary_obs:
+            per_value = F.binary_cross_entropy_with_logits(prediction, target, reduction="none")
+        else:
+            per_value = (prediction - target) ** 2
+        obs_loss = (per_value.mean(-1) * mask).sum() / steps
+        loss = loss + obs_weight * obs_loss
+        metrics["obs_loss"] = obs_loss.item()
+    return loss, metrics
+
+
+#: Batches are cut from groups of this many batches sorted by episode length, so a batch
+#: holds episodes of similar length (less padding) while the order stays random.
+LENGTH_GROUP = 32
+
+
+def epoch_batches(data: EpisodeArrays, config: BCConfig, epoch: int) -> list[np.ndarray]:
+    """The batches of epoch `epoch`, a pure function of (seed, epoch)."""
+    rng = np.random.default_rng([config.seed, epoch])
+    order = rng.permutation(data.num_episodes)
+    group = config.batch_size * LENGTH_GROUP
+    batches = []
+    for start in range(0, len(order), group):
+        chunk = order[start : start + group]
+        chunk = chunk[np.argsort(data.lengths[chunk], kind="stable")]
+        batches += [
+            chunk[i : i + config.batch_size] for i in range(0, len(chunk), config.batch_size)
+        ]
+    batches = [b for b in batches if len(b) == config.batch_size] or batches[:1]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def batch_indices(data: EpisodeArrays, config: BCConfig, step: int, cache: dict) -> np.ndarray:
+    """The episodes of optimiser step `step` (`cache` keeps the current epoch's batches)."""
+    per_epoch = (
+        len(epoch_batches(data, config, 0)) if "per_epoch" not in cache else cache["per_epoch"]
+    )
+    cache["per_epoch"] = per_epoch
+    epoch, offset = divmod(step, per_epoch)
+    if cache.get("epoch") != epoch:
+        cache["epoch"], cache["batches"] = epoch, epoch_batches(data, config, epoch)
+    return cache["batches"][offset]
+
+
+def learning_rate_factor(config: BCConfig, step: int) -> float:
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: CausalTransformer, config: BCConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not on norms, biases and embeddings' gains)."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    other = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": other}]
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=0.0, betas=(0.9, 0.95))
+
+
+def train_bc(
+    config: BCConfig,
+    checkpoint: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    log: list[dict] | None = None,
+) -> Path:
+    """Train (or resume, if `resume` and the checkpoint exists) and return the checkpoint."""
+    checkpoint = Path(checkpoint)
+    device = resolve_device(config.device)
+    spec = dataset_env_spec(config.dataset)
+    env = gym.make(spec)
+    data = load_episodes(config.dataset)
+    if data.observation_space != env.observation_space:
+        raise ValueError(
+            f"dataset {config.dataset} observations {data.observation_space} do not match "
+            f"its env {spec.id}: {env.observation_space}"
+        )
+    model_config = ModelConfig.for_env(env, config.preset, **config.model_overrides)
+    longest = int(data.lengths.max()) + 1
+    if model_config.max_len < longest:
+        model_config = dataclasses.replace(model_config, max_len=longest)
+    torch.manual_seed(config.seed)
+    model = CausalTransformer(model_config).to(device)
+    optimizer = make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate_factor(config, step)
+    )
+    start_step = 0
+    if resume and checkpoint.exists():
+        saved = load_checkpoint(checkpoint, "bc", device)
+        if saved["train_config"] != dataclasses.asdict(config):
+            raise ValueError(
+                f"checkpoint {checkpoint} was trained with a different config: "
+                f"{saved['train_config']}"
+            )
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        start_step = saved["step"]
+    autocast = device.type == "cuda" and config.amp
+    eval_every = config.eval_every or config.steps
+
+    def save(step: int, metrics: dict) -> None:
+        save_checkpoint(
+            checkpoint,
+            "bc",
+            **model_state(model),
+            train_config=dataclasses.asdict(config),
+            env_spec=spec.to_json(),
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            step=step,
+            metrics=metrics,
+        )
+
+    bar = tqdm(
+        range(start_step, config.steps), initial=start_step, total=config.steps,
+        desc="train bc", disable=not progress,
+    )  # fmt: skip
+    metrics: dict = {}
+    order_cache: dict = {}
+    tokens, clock = 0, time.perf_counter()
+    for step in bar:
+        model.train()
+        batch = to_torch(data.padded(batch_indices(data, config, step, order_cache)), device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = model(batch["observations"][:, :-1], model.previous_actions(batch["actions"]))
+            loss, metrics = bc_loss(model, out, batch, config.obs_loss_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        tokens += int(batch["mask"].sum())
+        metrics["tokens_per_s"] = tokens / (time.perf_counter() - clock)
+        metrics["step"] = step + 1
+        bar.set_postfix(loss=f"{loss.item():.4f}", acc=f"{metrics['accuracy']:.3f}",
+                        tok_s=f"{metrics['tokens_per_s']:.0f}")  # fmt: skip
+        if (step + 1) % eval_every == 0 or step + 1 == config.steps:
+            report = evaluate_model(model, spec, config.eval_episodes, device, seed=10**6)
+            metrics.update(success=report.success_rate, eval_return=report.mean_return)
+            if report.free_play_successes is not None:
+                metrics["free_play"] = report.free_play_successes / report.episodes
+            bar.write(f"step {step + 1}: {report.line()}")
+        if log is not None:
+            log.append(dict(metrics))
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            save(step + 1, metrics)
+    return checkpoint

@@ -1,0 +1,109 @@
+"""The causal transformer: causality, KV cache, residual hook, encoders, bad input."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import metacontroller_envs  # noqa: F401
+from agents.config import ModelConfig
+from agents.transformer import CausalTransformer
+
+ENVS = ["PinPad-v0", "VisualPinPad-Three-v0", "SubgoalBabyAI-Pretrain-v0"]
+
+
+def tiny(env_id, **overrides):
+    env = gym.make(env_id)
+    config = ModelConfig.for_env(env, "small", width=32, depth=4, heads=2, mlp=64, max_len=16)
+    torch.manual_seed(0)
+    return CausalTransformer(ModelConfig(**{**config.__dict__, **overrides})).eval(), env
+
+
+def sequences(env, batch=2, steps=9, seed=0):
+    env.observation_space.seed(seed)
+    obs = np.stack([[env.observation_space.sample() for _ in range(steps)] for _ in range(batch)])
+    actions = np.random.default_rng(seed).integers(env.action_space.n, size=(batch, steps))
+    return torch.as_tensor(obs), torch.as_tensor(actions)
+
+
+def model_and_inputs(env_id):
+    model, env = tiny(env_id)
+    obs, actions = sequences(env)
+    return model, env, obs, model.previous_actions(actions)
+
+
+@pytest.mark.parametrize("env_id", ENVS)
+def test_changing_the_future_never_changes_the_past(env_id):
+    model, env, obs, prev = model_and_inputs(env_id)
+    with torch.no_grad():
+        before = model(obs, prev)
+        obs[:, 5:] = sequences(env, seed=1)[0][:, 5:]
+        prev[:, 6:] = (prev[:, 6:] + 1) % env.action_space.n
+        after = model(obs, prev)
+    torch.testing.assert_close(after.action[:, :5], before.action[:, :5])
+    torch.testing.assert_close(after.next_obs[:, :5], before.next_obs[:, :5])
+    assert not torch.allclose(after.action[:, 5:], before.action[:, 5:])
+
+
+@pytest.mark.parametrize("env_id", ENVS)
+def test_kv_cache_decoding_equals_the_full_sequence(env_id):
+    model, _, obs, prev = model_and_inputs(env_id)
+    with torch.no_grad():
+        full = model(obs, prev, layer=2)
+        cache = model.new_cache(obs.shape[0])
+        steps = [model.step(obs[:, t], prev[:, t], cache, layer=2) for t in range(obs.shape[1])]
+    torch.testing.assert_close(
+        torch.cat([s.action for s in steps], 1), full.action, atol=1e-5, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        torch.cat([s.stream for s in steps], 1), full.stream, atol=1e-5, rtol=1e-4
+    )
+
+
+def test_residual_hook():
+    model, _, obs, prev = model_and_inputs("PinPad-v0")
+    with torch.no_grad():
+        plain = model(obs, prev)
+        unchanged = model(obs, prev, layer=2, intervene=lambda e: e + 0 * e)
+        change = torch.randn(32, 32, generator=torch.Generator().manual_seed(0)) * 0.3
+        steered = model(obs, prev, layer=2, intervene=lambda e: e + e @ change.T)
+        at_end = model(obs, prev, layer=4, intervene=lambda e: e)
+    torch.testing.assert_close(unchanged.action, plain.action)
+    torch.testing.assert_close(at_end.action, plain.action)
+    assert unchanged.stream.shape == (2, 9, 32)
+    assert not torch.allclose(steered.action, plain.action)
+    torch.testing.assert_close(steered.stream, unchanged.stream)  # read before the change
+
+
+def test_continuous_actions_use_a_gaussian_head():
+    config = ModelConfig(obs_shape=(5,), obs_high=1.0, num_actions=0, action_dim=3, width=16,
+                         depth=1, heads=2, mlp=16, max_len=8)  # fmt: skip
+    model = CausalTransformer(config)
+    actions = torch.randn(2, 4, 3)
+    out = model(torch.rand(2, 4, 5), model.previous_actions(actions))
+    assert out.action.shape == (2, 4, 3)
+    assert model.action_distribution(out.action).log_prob(actions).shape == (2, 4)
+
+
+def test_bad_input():
+    model, env = tiny("PinPad-v0")
+    with pytest.raises(
+        ValueError, match=r"observations of shape \(10,\) given to a model built for \(637,\)"
+    ):
+        model(torch.zeros(1, 3, 10), torch.zeros(1, 3, dtype=torch.long))
+    obs, actions = sequences(env)
+    with pytest.raises(ValueError, match="layer must be in 0..4"):
+        model(obs, actions, layer=5)
+    with pytest.raises(ValueError, match="intervene needs the layer"):
+        model(obs, actions, intervene=lambda e: e)
+    cache = model.new_cache(2)
+    for _ in range(16):
+        model.step(obs[:, 0], actions[:, 0], cache)
+    with pytest.raises(ValueError, match="KV cache holds 16 steps"):
+        model.step(obs[:, 0], actions[:, 0], cache)
+    with pytest.raises(ValueError, match="split into 3 heads"):
+        ModelConfig(obs_shape=(4,), obs_high=1, num_actions=2, width=32, heads=3)
+    with pytest.raises(ValueError, match="exactly one of num_actions"):
+        ModelConfig(obs_shape=(4,), obs_high=1, num_actions=2, action_dim=2)
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        ModelConfig.for_env(env, "huge")
