@@ -11,7 +11,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-ENCODERS = ("flat", "image", "babyai")
+ENCODERS = ("flat", "pinpad", "image", "babyai")
 
 #: Model sizes: the paper's base model, and one that trains on a 2-core CPU in minutes.
 PRESETS: dict[str, dict[str, int]] = {
@@ -33,9 +33,10 @@ class ModelConfig:
     action_dim: int = 0
     """Size of a continuous action (diagonal Gaussian head); 0 for discrete actions."""
     encoder: str = "flat"
-    """Observation encoder: "flat" (vectors), "image" (H x W x C pixels) or "babyai"."""
-    babyai_layout: dict[str, Any] | None = None
-    """For the babyai encoder: grid_shape, and [start, stop) of grid, carrying, mission."""
+    """Observation encoder: "flat" (any vector), "pinpad" (its grid seen from the agent),
+    "image" (H x W x C pixels) or "babyai" (symbolic grid, carried object, mission)."""
+    obs_layout: dict[str, Any] | None = None
+    """For the pinpad and babyai encoders: the env's obs_layout, slices as [start, stop]."""
     width: int = 256
     """Residual stream width."""
     depth: int = 6
@@ -71,8 +72,8 @@ class ModelConfig:
             raise ValueError(
                 f"the image encoder needs (H, W, C) observations, got {self.obs_shape}"
             )
-        if self.encoder == "babyai" and not self.babyai_layout:
-            raise ValueError("the babyai encoder needs babyai_layout (from env.obs_layout)")
+        if self.encoder in ("pinpad", "babyai") and not self.obs_layout:
+            raise ValueError(f"the {self.encoder} encoder needs obs_layout (the env's)")
 
     @property
     def obs_size(self) -> int:
@@ -94,13 +95,10 @@ class ModelConfig:
             "binary_obs": bool(np.all(obs_space.low == 0) and np.all(obs_space.high == 1)),
         }
         if layout is not None:
-            kwargs["encoder"] = "babyai"
-            kwargs["babyai_layout"] = {
-                "grid_shape": list(layout["grid_shape"]),
-                "grid": [layout["grid"].start, layout["grid"].stop],
-                "carrying": [layout["carrying"].start, layout["carrying"].stop],
-                "mission": [layout["mission"].start, layout["mission"].stop],
-                "vocab_size": layout["vocab_size"],
+            kwargs["encoder"] = layout["kind"]
+            kwargs["obs_layout"] = {  # JSON-friendly: slices as [start, stop]
+                key: [value.start, value.stop] if isinstance(value, slice) else value
+                for key, value in layout.items()
             }
         elif len(obs_space.shape) == 3:
             kwargs["encoder"] = "image"

@@ -129,6 +129,51 @@ class FlatEncoder(nn.Module):
         return self.net(obs.flatten(2).float() * self.scale)
 
 
+class PinPadEncoder(nn.Module):
+    """PinPad's one-hot grid seen from the agent, then a two-layer MLP.
+
+    The grid is re-centred on the agent in a (2G-1) x (2G-1) window, with a channel that
+    marks cells inside the grid, so "the colour two cells to my right" is one fixed input
+    wherever the agent stands. Anything after the grid (the task, with task_in_obs) is
+    appended as it is.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        layout = config.obs_layout
+        self.size, _, self.channels = layout["grid_shape"]
+        self.agent_channel = layout["agent_channel"]
+        self.grid, self.extra = slice(*layout["grid"]), slice(*layout["extra"])
+        view = 2 * self.size - 1
+        features = view * view * self.channels + (self.extra.stop - self.extra.start)
+        self.register_buffer("window", torch.arange(view), persistent=False)
+        self.net = nn.Sequential(
+            nn.Linear(features, config.width), nn.GELU(), nn.Linear(config.width, config.width)
+        )
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        b, t = obs.shape[:2]
+        x = obs.reshape(b * t, -1).float()
+        g = self.size
+        grid = x[:, self.grid].view(-1, g, g, self.channels)
+        agent = grid[..., self.agent_channel].flatten(1).argmax(1)
+        row, col = agent // g, agent % g
+        cells = torch.cat(
+            [
+                grid[..., : self.agent_channel],
+                grid[..., self.agent_channel + 1 :],
+                torch.ones_like(grid[..., :1]),  # inside the grid
+            ],
+            dim=-1,
+        )
+        padded = F.pad(cells, (0, 0, g - 1, g - 1, g - 1, g - 1))
+        rows = (row[:, None] + self.window)[:, :, None]
+        cols = (col[:, None] + self.window)[:, None, :]
+        view = padded[torch.arange(len(x), device=x.device)[:, None, None], rows, cols]
+        features = torch.cat([view.flatten(1), x[:, self.extra]], dim=1)
+        return self.net(features).view(b, t, -1)
+
+
 class ImageEncoder(nn.Module):
     """H x W x C pixels (Visual Pin Pad): a small strided CNN."""
 
@@ -157,7 +202,7 @@ class BabyAIEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        layout = config.babyai_layout
+        layout = config.obs_layout
         self.grid = slice(*layout["grid"])
         self.carrying = slice(*layout["carrying"])
         self.mission = slice(*layout["mission"])
@@ -185,7 +230,12 @@ class BabyAIEncoder(nn.Module):
         return x + self.words(tokens).sum(dim=2) / count
 
 
-ENCODER_CLASSES = {"flat": FlatEncoder, "image": ImageEncoder, "babyai": BabyAIEncoder}
+ENCODER_CLASSES = {
+    "flat": FlatEncoder,
+    "pinpad": PinPadEncoder,
+    "image": ImageEncoder,
+    "babyai": BabyAIEncoder,
+}
 
 
 class CausalTransformer(nn.Module):

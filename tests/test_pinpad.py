@@ -135,16 +135,20 @@ def test_subgoal_index_counts_pairs():
 
 def test_task_in_obs():
     env = gym.make("PinPad-v0", task_in_obs=True)
-    assert env.observation_space.shape == (637 + 6 * 8 + 6,)
+    assert env.observation_space.shape == (637 + 6 * 8 + 6 + 8,)
     expert = PinPadExpert(env, seed=0)
     obs, info = env.reset(seed=2)
     task_part = obs[637 : 637 + 48].reshape(6, 8)
     assert tuple(task_part.argmax(axis=1)) == info["task"] and task_part.sum() == 6
     for _ in range(200):
+        progress, next_colour = obs[637 + 48 : 637 + 54], obs[637 + 54 :]
+        assert progress.sum() == info["colours_visited"]
+        assert next_colour.sum() == (info["next_colour"] >= 0)
+        assert info["next_colour"] < 0 or next_colour[info["next_colour"]] == 1
         obs, _, terminated, truncated, info = env.step(expert.act())
-        assert obs[637 + 48 :].sum() == info["colours_visited"]
         if terminated or truncated:
             break
+    assert info["success"] and obs[637 + 54 :].sum() == 0
 
 
 def test_layouts_are_solvable_within_the_horizon():

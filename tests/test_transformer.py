@@ -107,3 +107,22 @@ def test_bad_input():
         ModelConfig(obs_shape=(4,), obs_high=1, num_actions=2, action_dim=2)
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         ModelConfig.for_env(env, "huge")
+
+
+def test_pinpad_encoder_sees_the_grid_from_the_agent():
+    env = gym.make("PinPad-v0")
+    model, _ = tiny("PinPad-v0")
+    encoder = model.encoder
+    captured = {}
+    encoder.net.register_forward_hook(lambda module, inputs, output: captured.update(x=inputs[0]))
+    obs, _ = env.reset(seed=4)
+    encoder(torch.as_tensor(obs)[None, None])
+    view = captured["x"][0].view(13, 13, 13)  # (2G-1, 2G-1, 12 object channels + inside)
+    grid = obs.reshape(7, 7, 13)
+    row, col = np.argwhere(grid[..., 12])[0]
+    for r in range(7):
+        for c in range(7):
+            seen = view[r - row + 6, c - col + 6]
+            assert seen[-1] == 1  # inside the grid
+            np.testing.assert_array_equal(seen[:12].numpy(), grid[r, c, :12])
+    assert view[..., -1].sum() == 49  # everything else is outside

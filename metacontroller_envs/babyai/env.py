@@ -99,6 +99,7 @@ class SubgoalBabyAIEnv(gym.Env):
         self.observation_space = gym.spaces.Box(0, high, dtype=np.uint8)
         self.action_space = gym.spaces.Discrete(len(ACTION_NAMES))
         self.obs_layout = {
+            "kind": "babyai",
             "grid": slice(0, grid_size),
             "grid_shape": (height, width, 3),
             "carrying": slice(grid_size, grid_size + 2),

@@ -48,7 +48,8 @@ class PinPadConfig:
     tasks: tuple[Task, ...] = PRETRAIN_TASKS
     """Colour sequences; each reset draws one uniformly."""
     task_in_obs: bool = False
-    """Append the task (one-hot per slot) and the progress through it to the observation."""
+    """Append the task (one-hot per slot), the progress through it (a flag per visited slot)
+    and the next colour (one-hot, zeros once done) to the observation."""
     free_play: bool = False
     """No task is imposed: every colour visit fills the next task slot, and after
     task_slots visits the episode ends, with reward 1 if the visits spell one of `tasks`.
@@ -88,7 +89,7 @@ class PinPadConfig:
         slots = max(len(t) for t in tasks)
         obs_size = cells * channels
         if self.task_in_obs:
-            obs_size += slots * self.num_colours + slots
+            obs_size += slots * self.num_colours + slots + self.num_colours
         object.__setattr__(self, "num_cells", cells)
         object.__setattr__(self, "num_channels", channels)
         object.__setattr__(self, "task_slots", slots)
@@ -349,6 +350,7 @@ class PinPadBatch:
         self._neighbours = neighbour_table(c.grid_size, c.num_cells)  # off grid -> spare cell
         self._task_obs_start = c.num_cells * c.num_channels
         self._progress_obs_start = self._task_obs_start + c.task_slots * c.num_colours
+        self._next_obs_start = self._progress_obs_start + c.task_slots
         # layout
         self.walls = np.zeros((n, c.num_walls), dtype=np.intp)
         self.colours = np.zeros((n, c.num_colours), dtype=np.intp)
@@ -406,6 +408,8 @@ class PinPadBatch:
             slot_index = self._task_obs_start + np.arange(c.task_slots) * c.num_colours
             r, s = np.nonzero(slots >= 0)
             obs[r, slot_index[s] + slots[r, s]] = 1
+            first = slots[:, 0]
+            obs[np.flatnonzero(first >= 0), self._next_obs_start + first[first >= 0]] = 1
         self.obs[ids] = obs
 
     def moves(self, rows: Rows, actions: Any) -> tuple[Any, Any]:
@@ -448,8 +452,11 @@ class PinPadBatch:
 
         self.obs[rows, agent * c.num_channels + c.agent_channel] = 0
         self.obs[rows, new * c.num_channels + c.agent_channel] = 1
-        if c.task_in_obs:  # the flag of the slot just visited (a no-op write when none was)
+        if c.task_in_obs:  # writes that change nothing unless the visit was correct
             self.obs[rows, self._progress_obs_start + progress - 1] |= correct
+            before, after = self.task[rows, progress - correct], self.task[rows, progress]
+            self.obs[rows, self._next_obs_start + np.maximum(before, 0)] &= ~correct
+            self.obs[rows, self._next_obs_start + np.maximum(after, 0)] |= correct & (after >= 0)
         return success.astype(np.float32), terminated, truncated
 
     def _is_task(self, sequences: np.ndarray) -> np.ndarray:

@@ -45,6 +45,18 @@ def pinpad_config(
     )
 
 
+def pinpad_obs_layout(config: PinPadConfig) -> dict[str, Any]:
+    """Where things are in the flat observation, for encoders that use the grid's shape."""
+    grid = config.num_cells * config.num_channels
+    return {
+        "kind": "pinpad",
+        "grid_shape": (config.grid_size, config.grid_size, config.num_channels),
+        "agent_channel": config.agent_channel,
+        "grid": slice(0, grid),
+        "extra": slice(grid, config.obs_size),  # the task and progress with task_in_obs
+    }
+
+
 def pinpad_spaces(config: PinPadConfig) -> tuple[gym.spaces.Box, gym.spaces.Discrete]:
     observation = gym.spaces.Box(0, 1, shape=(config.obs_size,), dtype=np.uint8)
     return observation, gym.spaces.Discrete(len(ACTION_NAMES))
@@ -70,7 +82,8 @@ class PinPadEnv(gym.Env):
     {wall 0..W-1, colour 0..O-1, agent}; an empty cell is all zeros, and the agent channel is
     set on top of a colour it stands on. 637 values for the paper's G=7, O=8, W=4. The task is
     hidden, as in the paper; `task_in_obs=True` appends one-hot colours per task slot
-    (task_slots x O) and one flag per slot that is set once that colour was visited.
+    (task_slots x O), one flag per slot that is set once that colour was visited, and the
+    next colour one-hot (O values, zeros once done): 699 values for PinPad-v0.
     `free_play=True` imposes no task: any colour visit fills the next task slot, the episode
     ends after task_slots visits, and succeeds if they spell one of the tasks (for
     evaluating agents that must infer the task: here they choose it).
@@ -115,6 +128,7 @@ class PinPadEnv(gym.Env):
         )
         self.render_mode = check_render_mode(render_mode, RENDER_MODES)
         self.observation_space, self.action_space = pinpad_spaces(self.config)
+        self.obs_layout = pinpad_obs_layout(self.config)
         # The batch holds the next LAYOUT_BLOCK episodes, loaded together; `row` is the one
         # being played. Episodes do not depend on the block size.
         self.batch = PinPadBatch(self.config, LAYOUT_BLOCK)

@@ -14,7 +14,7 @@ from gymnasium.vector.utils import batch_space
 from metacontroller_envs.checks import check_render_mode
 from metacontroller_envs.pinpad import core
 from metacontroller_envs.pinpad.core import ACTION_NAMES, PinPadBatch
-from metacontroller_envs.pinpad.env import pinpad_config, pinpad_spaces
+from metacontroller_envs.pinpad.env import pinpad_config, pinpad_obs_layout, pinpad_spaces
 from metacontroller_envs.pinpad.render import PinPadFrame, draw_pinpad
 
 
@@ -71,6 +71,7 @@ class PinPadVectorEnv(VectorEnv):
         self.autoreset_mode = autoreset_mode
         self.copy = copy
         self.single_observation_space, self.single_action_space = pinpad_spaces(self.config)
+        self.obs_layout = pinpad_obs_layout(self.config)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.batch = PinPadBatch(self.config, self.num_envs)
