@@ -18,6 +18,11 @@ PRESETS: dict[str, dict[str, int]] = {
     "paper": {"width": 256, "depth": 6, "heads": 4, "mlp": 512},
     "small": {"width": 128, "depth": 4, "heads": 4, "mlp": 256},
 }
+#: Training defaults per preset: the paper's learning rate, and a faster schedule for small.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"lr": 3e-4, "steps": 20000},
+    "small": {"lr": 2e-3, "steps": 6000},
+}
 
 
 @dataclass
@@ -47,6 +52,10 @@ class ModelConfig:
     """Hidden units of each block's MLP."""
     max_len: int = 256
     """Longest sequence the KV cache holds (episode length + 1)."""
+    previous_action: bool = True
+    """Add an embedding of a_{t-1} to each token. The paper's base model conditions on
+    observations only, p(a_t | o_1..t); experts often repeat their last action, so this
+    input offers a copycat shortcut that slows learning the observation-to-action map."""
     binary_obs: bool = False
     """Observations are 0/1: the next-observation head uses a Bernoulli loss, else MSE."""
 
@@ -126,12 +135,12 @@ class BCConfig:
     """Model size: "small" or "paper"."""
     model_overrides: dict[str, Any] = field(default_factory=dict)
     """ModelConfig fields that replace the preset's (e.g. {"depth": 2})."""
-    steps: int = 3000
-    """Optimiser steps."""
+    steps: int | None = None
+    """Optimiser steps (default: the preset's, TRAIN_PRESETS)."""
     batch_size: int = 64
     """Episodes per batch."""
-    lr: float = 3e-4
-    """AdamW learning rate (the paper's 3e-4)."""
+    lr: float | None = None
+    """AdamW peak learning rate (default: the preset's; the paper's is 3e-4)."""
     weight_decay: float = 0.03
     """AdamW weight decay (the paper's 0.03)."""
     warmup_steps: int = 100
@@ -140,6 +149,9 @@ class BCConfig:
     """Gradient norm clipping."""
     obs_loss_weight: float = 0.01
     """lambda: weight of the next-observation loss (the paper uses 0 or 0.01)."""
+    token_loss_weight: float = 1.0
+    """Weight of an auxiliary loss: a_t predicted from o_t's token alone (see the model's
+    token_action_head). 0 turns it off."""
     eval_every: int = 1000
     """Steps between evaluation rollouts (0: only at the end)."""
     eval_episodes: int = 256
@@ -154,12 +166,15 @@ class BCConfig:
     """bfloat16 autocast on CUDA (ignored on CPU)."""
 
     def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}: use one of {list(PRESETS)}")
+        for name, value in TRAIN_PRESETS[self.preset].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         for name in ("steps", "batch_size", "eval_episodes", "checkpoint_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}: use one of {list(PRESETS)}")
         unknown = set(self.model_overrides) - {f.name for f in dataclasses.fields(ModelConfig)}
         if unknown:
             raise ValueError(f"unknown model fields in model_overrides: {sorted(unknown)}")

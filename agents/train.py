@@ -39,9 +39,14 @@ def dataset_env_spec(dataset_id: str) -> EnvSpec:
 
 
 def bc_loss(
-    model: CausalTransformer, out: ModelOutput, batch: dict[str, torch.Tensor], obs_weight: float
+    model: CausalTransformer,
+    out: ModelOutput,
+    batch: dict[str, torch.Tensor],
+    obs_weight: float,
+    token_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Action NLL (+ obs_weight x next-observation loss), averaged over real steps."""
+    """Action NLL (+ obs_weight x next-observation loss + token_weight x the action NLL of
+    o_t's token alone), averaged over real steps."""
     mask = batch["mask"].float()
     steps = mask.sum().clamp(min=1)
     actions = batch["actions"]
@@ -54,6 +59,13 @@ def bc_loss(
     action_loss = (nll * mask).sum() / steps
     loss = action_loss
     metrics = {"action_nll": action_loss.item(), "accuracy": accuracy.item()}
+    if token_weight > 0 and model.discrete:
+        token_nll = F.cross_entropy(
+            out.token_action.float().transpose(1, 2), actions, reduction="none"
+        )
+        token_loss = (token_nll * mask).sum() / steps
+        loss = loss + token_weight * token_loss
+        metrics["token_nll"] = token_loss.item()
     if obs_weight > 0:
         config = model.config
         target = batch["observations"][:, 1:].flatten(2).float() / config.obs_high
@@ -184,7 +196,9 @@ def train_bc(
         batch = to_torch(data.padded(batch_indices(data, config, step, order_cache)), device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             out = model(batch["observations"][:, :-1], model.previous_actions(batch["actions"]))
-            loss, metrics = bc_loss(model, out, batch, config.obs_loss_weight)
+            loss, metrics = bc_loss(
+                model, out, batch, config.obs_loss_weight, config.token_loss_weight
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -1,9 +1,9 @@
 """The base model: a causal transformer over (observation, previous action) sequences.
 
-One token per time step: the encoded observation o_t plus an embedding of the action
-a_{t-1} (a start action at t = 0). Pre-norm blocks, torch's scaled_dot_product_attention,
-rotary positions. Heads predict a_t (categorical, or a diagonal Gaussian for continuous
-actions) and o_{t+1}.
+One token per time step: the encoded observation o_t plus (unless `previous_action` is
+off) an embedding of the action a_{t-1} (a start action at t = 0). Pre-norm blocks,
+torch's scaled_dot_product_attention, rotary positions. Heads predict a_t (categorical,
+or a diagonal Gaussian for continuous actions) and o_{t+1}.
 
 The residual stream is open to the caller: `forward(..., layer=l, intervene=f)` returns the
 stream entering block l and runs the rest of the model on f(stream); this is where the
@@ -31,6 +31,7 @@ class ModelOutput:
     action: torch.Tensor  # (B, T, A) logits, or (B, T, D) Gaussian means
     next_obs: torch.Tensor  # (B, T, obs_size) predicted o_{t+1} (logits if binary)
     stream: torch.Tensor | None  # (B, T, width) residual stream entering `layer`, if asked
+    token_action: torch.Tensor | None = None  # (B, T, A) a_t from o_t's token alone
 
 
 class KVCache:
@@ -244,7 +245,9 @@ class CausalTransformer(nn.Module):
         self.config = config
         self.encoder = ENCODER_CLASSES[config.encoder](config)
         self.discrete = config.num_actions > 0
-        if self.discrete:  # index num_actions is the start action of t = 0
+        if not config.previous_action:
+            self.action_embedding = None
+        elif self.discrete:  # index num_actions is the start action of t = 0
             self.action_embedding = nn.Embedding(config.num_actions + 1, config.width)
         else:
             self.action_embedding = nn.Linear(config.action_dim, config.width)
@@ -256,6 +259,11 @@ class CausalTransformer(nn.Module):
             self.action_head = nn.Linear(config.width, config.action_dim)
             self.log_std = nn.Parameter(torch.zeros(config.action_dim))
         self.obs_head = nn.Linear(config.width, config.obs_size)
+        # predicts a_t from o_t's token alone, for an auxiliary training loss: history lets
+        # a model copy the expert's last move, a shortcut that delays learning to act
+        # from the observation; this head makes the encoder learn that map directly
+        out = config.num_actions if self.discrete else config.action_dim
+        self.token_action_head = nn.Linear(config.width, out)
 
     @property
     def start_action(self) -> int:
@@ -272,8 +280,11 @@ class CausalTransformer(nn.Module):
             raise ValueError(
                 f"observations of shape {shape} given to a model built for {self.config.obs_shape}"
             )
-        actions = prev_actions.long() if self.discrete else prev_actions.float()
-        return self.encoder(obs) + self.action_embedding(actions)
+        tokens = self.encoder(obs)
+        if self.action_embedding is not None:
+            actions = prev_actions.long() if self.discrete else prev_actions.float()
+            tokens = tokens + self.action_embedding(actions)
+        return tokens
 
     def run(
         self,
@@ -301,7 +312,10 @@ class CausalTransformer(nn.Module):
     ) -> ModelOutput:
         """Whole sequences: obs (B, T, *obs_shape), prev_actions (B, T)."""
         positions = torch.arange(obs.shape[1], device=obs.device)
-        return self._forward(self.embed(obs, prev_actions), positions, None, layer, intervene)
+        tokens = self.embed(obs, prev_actions)
+        out = self._forward(tokens, positions, None, layer, intervene)
+        out.token_action = self.token_action_head(tokens)
+        return out
 
     def step(
         self,

@@ -150,3 +150,15 @@ def test_cli_collect(capsys, datasets_root):
     assert metadata["metacontroller_envs"]["seed"] == 3
     assert main(["collect", "--env", "PinPad-v0", "--episodes", "4"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_fast_hdf5_reader_equals_minari_decoding(monkeypatch):
+    from metacontroller_envs.data import episodes
+
+    dataset_id = collect("SubgoalBabyAI-Pretrain-v0", 4, progress=False)
+    fast = load_episodes(dataset_id)
+    monkeypatch.setattr(episodes, "_plain_hdf5", lambda dataset: False)
+    slow = load_episodes(dataset_id)
+    for name in ("observations", "actions", "rewards", "subgoal_index", "step_start", "seeds"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
+    np.testing.assert_array_equal(fast.task_index, slow.task_index)

@@ -9,8 +9,9 @@ import torch
 
 from agents.checkpoint import load_checkpoint, load_model, save_checkpoint
 from agents.config import BCConfig, load_config
+from agents.data import to_torch
 from agents.evaluate import evaluate_model
-from agents.train import train_bc
+from agents.train import bc_loss, train_bc
 from metacontroller_envs.cli import main
 from metacontroller_envs.data import collect, load_episodes
 
@@ -39,6 +40,19 @@ def test_overfits_a_tiny_dataset(dataset, tmp_path):
     assert log[0]["action_nll"] > 1.0
     assert log[-1]["action_nll"] < 0.1 and log[-1]["accuracy"] > 0.97
     assert 0.0 <= log[-1]["success"] <= 1.0 and "free_play" in log[-1]
+
+
+def test_presets_and_the_token_loss(dataset, tmp_path):
+    small, paper = BCConfig(dataset=dataset), BCConfig(dataset=dataset, preset="paper")
+    assert (small.lr, small.steps, paper.lr) == (2e-3, 6000, 3e-4)
+    assert BCConfig(dataset=dataset, lr=1e-4).lr == 1e-4
+    model, _ = load_model(train_bc(config(dataset, steps=1), tmp_path / "t.pt", progress=False))
+    batch = to_torch(load_episodes(dataset).padded(np.arange(2)))
+    out = model(batch["observations"][:, :-1], model.previous_actions(batch["actions"]))
+    plain, metrics = bc_loss(model, out, batch, obs_weight=0.0)
+    both, metrics = bc_loss(model, out, batch, obs_weight=0.0, token_weight=0.5)
+    assert "token_nll" in metrics
+    torch.testing.assert_close(both, plain + 0.5 * metrics["token_nll"], rtol=1e-5, atol=1e-5)
 
 
 def test_checkpoint_round_trip(dataset, tmp_path):

