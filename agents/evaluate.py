@@ -174,6 +174,7 @@ def evaluate_model(
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     start = time.perf_counter()
     result = rollout(model, spec, episodes, device, num_envs, seed, greedy)
+    seconds = time.perf_counter() - start
     free_play = None
     if spec.id.startswith("PinPad-") and not spec.kwargs.get("task_in_obs", False):
         free_spec = EnvSpec.from_json(spec.to_json())
@@ -186,6 +187,6 @@ def evaluate_model(
         successes=int(result["successes"].sum()),
         mean_return=float(result["returns"].mean()),
         mean_length=float(result["lengths"].mean()),
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         free_play_successes=free_play,
     )

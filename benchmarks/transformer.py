@@ -85,12 +85,10 @@ def reference_train_step(width: int, depth: int, obs: torch.Tensor, actions: tor
     state = obs.float()
 
     def step() -> None:
-        out = model(state, actions)
-        loss = out[0] if isinstance(out, tuple) else out
-        if not torch.is_tensor(loss):
-            loss = loss.action_loss if hasattr(loss, "action_loss") else sum(loss)
+        losses = model(state, actions)  # behaviour cloning: (state_clone, action_clone) losses
+        loss = losses.action + losses.state
         optimizer.zero_grad()
-        loss.sum().backward()
+        loss.backward()
         optimizer.step()
 
     return step
