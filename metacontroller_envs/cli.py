@@ -32,13 +32,15 @@ def _collect(args: argparse.Namespace) -> int:
         raise ValueError(f"--env-kwargs must be a JSON object: {error}") from None
     if not isinstance(env_kwargs, dict):
         raise ValueError(f"--env-kwargs must be a JSON object, got {args.env_kwargs}")
+    if args.dataset_id is not None and len(args.env) > 1:
+        raise ValueError("--dataset-id names one dataset: give a single --env with it")
     for env_id in args.env:
         dataset_id = collect(
             env_id,
             args.episodes,
             epsilon=args.epsilon,
             seed=args.seed,
-            dataset_id=args.dataset_id if len(args.env) == 1 else None,
+            dataset_id=args.dataset_id,
             overwrite=args.overwrite,
             env_kwargs=env_kwargs,
         )

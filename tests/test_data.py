@@ -150,6 +150,10 @@ def test_cli_collect(capsys, datasets_root):
     assert metadata["metacontroller_envs"]["seed"] == 3
     assert main(["collect", "--env", "PinPad-v0", "--episodes", "4"]) == 2
     assert "already exists" in capsys.readouterr().err
+    two = ["collect", "--env", "PinPad-v0", "PinPad-Posttrain-v0", "--dataset-id", "a/b-v0"]
+    assert main(two) == 2 and "give a single --env" in capsys.readouterr().err
+    assert main(["collect", "--env", "PinPad-v0", "--env-kwargs", "[1]"]) == 2
+    assert "must be a JSON object" in capsys.readouterr().err
 
 
 def test_fast_hdf5_reader_equals_minari_decoding(monkeypatch):
