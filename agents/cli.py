@@ -25,6 +25,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     bc.add_argument("--device", default=None, help="cpu, cuda or auto")
     bc.add_argument("--out", default="checkpoints/bc.pt", help="checkpoint path")
     bc.add_argument("--resume", action="store_true", help="continue the run in --out")
+    bc.add_argument("--overwrite", action="store_true", help="replace the checkpoint in --out")
     bc.set_defaults(run=train_bc_command)
     evaluate = commands.add_parser("eval", help="roll a trained agent out and report success")
     evaluate.add_argument("--checkpoint", required=True)
@@ -54,7 +55,7 @@ def train_bc_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
     )
-    path = train_bc(config, Path(args.out), resume=args.resume)
+    path = train_bc(config, Path(args.out), resume=args.resume, overwrite=args.overwrite)
     print(f"checkpoint: {path}")
     return 0
 

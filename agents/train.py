@@ -134,9 +134,16 @@ def train_bc(
     resume: bool = False,
     progress: bool = True,
     log: list[dict] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Train (or resume, if `resume` and the checkpoint exists) and return the checkpoint."""
+    """Train (or resume, if `resume` and the checkpoint exists) and return the checkpoint.
+    An existing checkpoint is never replaced by a new run unless `overwrite`."""
     checkpoint = Path(checkpoint)
+    if checkpoint.exists() and not (resume or overwrite):
+        raise ValueError(
+            f"checkpoint {checkpoint} exists: pass resume=True (--resume) to continue that run "
+            "or overwrite=True (--overwrite) to start a new one in its place"
+        )
     device = resolve_device(config.device)
     spec = dataset_env_spec(config.dataset)
     env = gym.make(spec)

@@ -95,6 +95,10 @@ def test_resume_equals_an_uninterrupted_run(dataset, tmp_path):
         torch.testing.assert_close(b["model"][name], tensor, rtol=0, atol=0, msg=name)
     with pytest.raises(ValueError, match="different config"):
         train_bc(config(dataset, steps=7), part, resume=True, progress=False)
+    with pytest.raises(ValueError, match="part.pt exists: pass resume=True"):
+        train_bc(first, part, progress=False)
+    train_bc(config(dataset, steps=1), part, overwrite=True, progress=False)
+    assert load_checkpoint(part, "bc")["step"] == 1
 
 
 def test_evaluation_reports_free_play_for_hidden_tasks(dataset, tmp_path):
