@@ -1,7 +1,8 @@
 """PinPad's rules, once, on batches of numpy arrays.
 
-`PinPadEnv` is a batch of one over this module and `PinPadVectorEnv` a batch of N, so the
-two cannot drift apart. Every episode's layout and task are a pure function of a 64-bit
+`PinPadEnv` plays one row of a batch (stepped with an integer row, at Python-scalar cost)
+and `PinPadVectorEnv` all N rows, through the same `PinPadBatch.step`, so the two cannot
+drift apart. Every episode's layout and task are a pure function of a 64-bit
 episode key (a counter-based generator), which is what lets a vector env of N and N single
 envs with the same seeds play identical episodes while layouts are drawn in batches.
 """
