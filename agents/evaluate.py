@@ -18,7 +18,7 @@ from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode
 
 from agents.transformer import CausalTransformer
-from metacontroller_envs.evaluate import wilson_interval
+from metacontroller_envs.evaluate import episode_success, wilson_interval
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class EnvBatch:
         for i in np.flatnonzero(alive):
             obs[i], reward[i], terminated, truncated, info = self.envs[i].step(actions[i])
             done[i] = terminated or truncated
-            success[i] = info["success"] if "success" in info else info["successes"] > 0
+            success[i] = episode_success(info)
         self._obs = obs
         return obs, reward, done, success
 

@@ -103,10 +103,7 @@ def epoch_batches(data: EpisodeArrays, config: BCConfig, epoch: int) -> list[np.
 
 def batch_indices(data: EpisodeArrays, config: BCConfig, step: int, cache: dict) -> np.ndarray:
     """The episodes of optimiser step `step` (`cache` keeps the current epoch's batches)."""
-    per_epoch = (
-        len(epoch_batches(data, config, 0)) if "per_epoch" not in cache else cache["per_epoch"]
-    )
-    cache["per_epoch"] = per_epoch
+    per_epoch = max(1, data.num_episodes // config.batch_size)  # len(epoch_batches(...))
     epoch, offset = divmod(step, per_epoch)
     if cache.get("epoch") != epoch:
         cache["epoch"], cache["batches"] = epoch, epoch_batches(data, config, epoch)
@@ -147,12 +144,7 @@ def train_bc(
     device = resolve_device(config.device)
     spec = dataset_env_spec(config.dataset)
     env = gym.make(spec)
-    data = load_episodes(config.dataset)
-    if data.observation_space != env.observation_space:
-        raise ValueError(
-            f"dataset {config.dataset} observations {data.observation_space} do not match "
-            f"its env {spec.id}: {env.observation_space}"
-        )
+    data = load_episodes(config.dataset, spec)  # checks the spaces against its own env
     model_config = ModelConfig.for_env(env, config.preset, **config.model_overrides)
     longest = int(data.lengths.max()) + 1
     if model_config.max_len < longest:

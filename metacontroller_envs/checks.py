@@ -30,6 +30,16 @@ def _describe(n: int, names: Sequence[str]) -> str:
     return f"actions are integers 0..{n - 1} ({listed})"
 
 
+def check_env_id(env_id: str) -> None:
+    """A ValueError unless `env_id` is one this package registers."""
+    import metacontroller_envs  # here, not at import: the package imports this module
+
+    if env_id not in metacontroller_envs.ENV_IDS:
+        raise ValueError(
+            f"unknown env id {env_id!r}: use one of {', '.join(metacontroller_envs.ENV_IDS)}"
+        )
+
+
 def check_epsilon(epsilon: float) -> float:
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")

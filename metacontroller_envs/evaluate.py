@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 
-import metacontroller_envs
+from metacontroller_envs.checks import check_env_id
 from metacontroller_envs.experts import make_expert
 
 
@@ -18,6 +18,12 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def episode_success(info: dict) -> bool:
+    """Success as an env's last info reports it; Visual Pin Pad never terminates, so there
+    an episode succeeds if it scored at least once."""
+    return bool(info["success"] if "success" in info else info["successes"] > 0)
 
 
 @dataclass(frozen=True)
@@ -46,11 +52,7 @@ class ExpertReport:
 def evaluate_expert(
     env_id: str, episodes: int, epsilon: float = 0.0, first_seed: int = 0
 ) -> ExpertReport:
-    if env_id not in gym.registry:
-        raise ValueError(
-            f"unknown env id {env_id!r}: "
-            f"registered here are {', '.join(metacontroller_envs.ENV_IDS)}"
-        )
+    check_env_id(env_id)
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     env = gym.make(env_id)
@@ -66,8 +68,7 @@ def evaluate_expert(
             steps += 1
             total_return += reward
             done = terminated or truncated
-        # Visual Pin Pad never terminates: there an episode succeeds if it scores once
-        successes += int(info["success"] if "success" in info else info["successes"] > 0)
+        successes += episode_success(info)
     return ExpertReport(
         env_id,
         episodes,

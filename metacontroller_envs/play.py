@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 
 import metacontroller_envs  # noqa: F401  (registers the ids)
+from metacontroller_envs.checks import check_env_id
 
 KEYS = ("up", "down", "left", "right", "noop")
 
@@ -14,9 +15,7 @@ class Player:
     """Keyboard control of one env, kept apart from the event loop so it can be tested."""
 
     def __init__(self, env_id: str, seed: int | None = None) -> None:
-        if env_id not in gym.registry:
-            known = ", ".join(metacontroller_envs.ENV_IDS)
-            raise ValueError(f"unknown env id {env_id!r}: this package registers {known}")
+        check_env_id(env_id)
         self.env = gym.make(env_id, render_mode="rgb_array")
         names = getattr(self.env.unwrapped, "action_names", None)
         if names is None:

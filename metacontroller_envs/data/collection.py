@@ -21,19 +21,12 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 import metacontroller_envs
-from metacontroller_envs.checks import check_epsilon
+from metacontroller_envs.checks import check_env_id, check_epsilon
 from metacontroller_envs.experts import make_expert
 
 FORMAT_VERSION = 1
 #: Vector envs used to collect PinPad episodes in parallel.
 PINPAD_BATCH = 256
-
-
-def check_env_id(env_id: str) -> None:
-    if env_id not in metacontroller_envs.ENV_IDS:
-        raise ValueError(
-            f"unknown env id {env_id!r}: use one of {', '.join(metacontroller_envs.ENV_IDS)}"
-        )
 
 
 def default_dataset_id(

@@ -12,6 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 
 
 @dataclass
@@ -116,8 +117,9 @@ def _open(dataset_id: str) -> Any:
         raise ValueError(f"dataset {dataset_id} is corrupt or truncated: {error}") from None
 
 
-def load_episodes(dataset_id: str, env_id: str | None = None) -> EpisodeArrays:
-    """Every episode of a Minari dataset as flat arrays; `env_id` checks the spaces match."""
+def load_episodes(dataset_id: str, env_id: str | EnvSpec | None = None) -> EpisodeArrays:
+    """Every episode of a Minari dataset as flat arrays; `env_id` (an id, or a spec with
+    keyword arguments) checks that the spaces match."""
     dataset = _open(dataset_id)
     spec = dataset.spec
     recorded_env = spec.env_spec.id if spec.env_spec is not None else None
@@ -129,7 +131,8 @@ def load_episodes(dataset_id: str, env_id: str | None = None) -> EpisodeArrays:
         ):
             if ours != theirs:
                 raise ValueError(
-                    f"dataset {dataset_id} does not match {env_id}: its {name} space is "
+                    f"dataset {dataset_id} does not match {getattr(env_id, 'id', env_id)}: "
+                    f"its {name} space is "
                     f"{theirs}, the env's is {ours}"
                 )
     episodes, steps = spec.total_episodes, spec.total_steps
