@@ -312,24 +312,24 @@ def _pad_distances(map_: np.ndarray, pad: int) -> np.ndarray:
     player standing on another pad walks off it the shortest way. Walls stay at -1.
     """
     distance = np.full(map_.shape, -1, dtype=np.int32)
-    frontier = [tuple(cell) for cell in np.argwhere(map_ == pad)]
-    for cell in frontier:
-        distance[cell] = 0
-    for allowed in ((0, pad), None):  # None: any pad cell, once the rest is done
-        queue = list(frontier) if allowed else [tuple(c) for c in np.argwhere(distance >= 0)]
-        queue.sort(key=lambda c: distance[c])
-        head = 0
-        while head < len(queue):
-            row, col = queue[head]
-            head += 1
-            for dr, dc in _MOVES[1:]:
-                r, c = row + dr, col + dc
-                value = map_[r, c]
-                ok = value in allowed if allowed else value > 0
-                if ok and distance[r, c] < 0:
-                    distance[r, c] = distance[row, col] + 1
-                    queue.append((r, c))
+    distance[map_ == pad] = 0
+    _spread(distance, (map_ == 0) | (map_ == pad))
+    _spread(distance, map_ > 0)
     return distance
+
+
+def _spread(distance: np.ndarray, passable: np.ndarray) -> None:
+    """Breadth-first from every cell with a distance, into unreached `passable` cells."""
+    queue = sorted((tuple(cell) for cell in np.argwhere(distance >= 0)), key=lambda c: distance[c])
+    head = 0
+    while head < len(queue):
+        row, col = queue[head]
+        head += 1
+        for dr, dc in _MOVES[1:]:
+            r, c = row + dr, col + dc
+            if passable[r, c] and distance[r, c] < 0:
+                distance[r, c] = distance[row, col] + 1
+                queue.append((r, c))
 
 
 class VisualPinPadExpert:
