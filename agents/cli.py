@@ -64,10 +64,15 @@ def eval_command(args: argparse.Namespace) -> int:
     from agents.checkpoint import load_model
     from agents.data import resolve_device
     from agents.evaluate import evaluate_model
+    from metacontroller_envs.checks import check_env_id
 
     device = resolve_device(args.device)
     model, payload = load_model(args.checkpoint, device)
-    spec = EnvSpec.from_json(payload["env_spec"]) if args.env is None else gym.spec(args.env)
+    if args.env is None:
+        spec = EnvSpec.from_json(payload["env_spec"])
+    else:
+        check_env_id(args.env)
+        spec = gym.spec(args.env)
     shape = gym.make(spec).observation_space.shape
     if tuple(shape) != model.config.obs_shape:
         raise ValueError(

@@ -26,13 +26,12 @@ from agents.data import resolve_device, to_torch
 from agents.evaluate import evaluate_model
 from agents.transformer import CausalTransformer, ModelOutput
 from metacontroller_envs.data import EpisodeArrays, load_episodes
+from metacontroller_envs.data.episodes import open_dataset
 
 
 def dataset_env_spec(dataset_id: str) -> EnvSpec:
     """The spec (id and kwargs) of the env a dataset was collected in."""
-    import minari
-
-    spec = minari.load_dataset(dataset_id).spec.env_spec
+    spec = open_dataset(dataset_id).spec.env_spec
     if spec is None:
         raise ValueError(f"dataset {dataset_id} does not record its env; collect it with mcenv")
     return spec

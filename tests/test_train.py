@@ -145,3 +145,7 @@ def test_train_and_eval_commands(dataset, tmp_path, capsys):
     assert "PinPad-v0: success" in capsys.readouterr().out
     code = main(["eval", "--checkpoint", str(out), "--env", "SubgoalBabyAI-Pretrain-v0"])
     assert code == 2 and "observations have shape (242,)" in capsys.readouterr().err
+    code = main(["eval", "--checkpoint", str(out), "--env", "PinPad-v9"])
+    assert code == 2 and "unknown env id 'PinPad-v9'" in capsys.readouterr().err
+    code = main(["train", "bc", "--dataset", "pinpad/nothing-v0", "--out", str(tmp_path / "n.pt")])
+    assert code == 2 and "unknown dataset 'pinpad/nothing-v0'" in capsys.readouterr().err

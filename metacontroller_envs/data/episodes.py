@@ -97,7 +97,8 @@ class EpisodeArrays:
         )
 
 
-def _open(dataset_id: str) -> Any:
+def open_dataset(dataset_id: str) -> Any:
+    """The Minari dataset, or a ValueError that says what is wrong with the id or file."""
     import minari
     from minari.dataset.minari_dataset import parse_dataset_id
 
@@ -120,7 +121,7 @@ def _open(dataset_id: str) -> Any:
 def load_episodes(dataset_id: str, env_id: str | EnvSpec | None = None) -> EpisodeArrays:
     """Every episode of a Minari dataset as flat arrays; `env_id` (an id, or a spec with
     keyword arguments) checks that the spaces match."""
-    dataset = _open(dataset_id)
+    dataset = open_dataset(dataset_id)
     spec = dataset.spec
     recorded_env = spec.env_spec.id if spec.env_spec is not None else None
     if env_id is not None:
