@@ -27,6 +27,25 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     bc.add_argument("--resume", action="store_true", help="continue the run in --out")
     bc.add_argument("--overwrite", action="store_true", help="replace the checkpoint in --out")
     bc.set_defaults(run=train_bc_command)
+    discover = stages.add_parser("discover", help="a MetaController on a frozen base model")
+    discover.add_argument("--base", help="base model checkpoint (from train bc)")
+    discover.add_argument("--dataset", help="Minari dataset id of clean expert data")
+    discover.add_argument("--config", default=None, help="JSON file of DiscoveryConfig fields")
+    discover.add_argument("--alpha", type=float, default=None, help="KL weight")
+    discover.add_argument("--layer", type=int, default=None, help="default: depth // 2")
+    discover.add_argument("--force-switch", action="store_true", default=None,
+                          help="ablation: beta = 1 at every step")  # fmt: skip
+    discover.add_argument("--cotrain", action="store_true", default=None,
+                          help="ablation: train the base model too")  # fmt: skip
+    discover.add_argument("--steps", type=int, default=None)
+    discover.add_argument("--batch-size", type=int, default=None)
+    discover.add_argument("--lr", type=float, default=None)
+    discover.add_argument("--seed", type=int, default=None)
+    discover.add_argument("--device", default=None, help="cpu, cuda or auto")
+    discover.add_argument("--out", default="checkpoints/discover.pt", help="checkpoint path")
+    discover.add_argument("--resume", action="store_true", help="continue the run in --out")
+    discover.add_argument("--overwrite", action="store_true", help="replace --out")
+    discover.set_defaults(run=train_discover_command)
     evaluate = commands.add_parser("eval", help="roll a trained agent out and report success")
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--env", default=None, help="default: the env it was trained on")
@@ -36,6 +55,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(run=eval_command)
+    analyze = commands.add_parser("analyze", help="what a trained MetaController discovered")
+    analyze.add_argument("--checkpoint", required=True, help="from train discover")
+    analyze.add_argument("--dataset", default=None, help="default: the one it trained on")
+    analyze.add_argument("--episodes", type=int, default=1000, help="episodes scored")
+    analyze.add_argument("--figure", default=None, help="PNG of beta over the subgoals")
+    analyze.add_argument("--steer", type=int, default=0, metavar="TRIALS",
+                         help="also run the steering experiment, TRIALS per pair")  # fmt: skip
+    analyze.add_argument("--seed", type=int, default=0)
+    analyze.add_argument("--device", default="auto")
+    analyze.set_defaults(run=analyze_command)
 
 
 def train_bc_command(args: argparse.Namespace) -> int:
@@ -83,4 +112,63 @@ def eval_command(args: argparse.Namespace) -> int:
         model, spec, args.episodes, device, args.num_envs, args.seed, args.greedy
     )
     print(report.line())
+    return 0
+
+
+def train_discover_command(args: argparse.Namespace) -> int:
+    from agents.config import DiscoveryConfig, load_config
+    from agents.train import train_discovery
+
+    config = load_config(
+        DiscoveryConfig,
+        args.config,
+        base=args.base,
+        dataset=args.dataset,
+        alpha=args.alpha,
+        layer=args.layer,
+        force_switch=args.force_switch,
+        cotrain=args.cotrain,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+    )
+    path = train_discovery(config, Path(args.out), resume=args.resume, overwrite=args.overwrite)
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def analyze_command(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from agents.analysis import (
+        infer_switches,
+        load_metacontroller,
+        plot_switches,
+        steering_experiment,
+        switch_report,
+    )
+    from agents.data import resolve_device
+    from metacontroller_envs.data import load_episodes
+
+    device = resolve_device(args.device)
+    base, meta, payload = load_metacontroller(args.checkpoint, device)
+    dataset = args.dataset or payload["train_config"]["dataset"]
+    spec = EnvSpec.from_json(payload["env_spec"])
+    data = load_episodes(dataset)
+    if tuple(data.observations.shape[1:]) != base.config.obs_shape:
+        raise ValueError(
+            f"dataset {dataset} observations have shape {tuple(data.observations.shape[1:])}, "
+            f"the checkpoint's model reads {base.config.obs_shape}"
+        )
+    episodes = np.arange(min(args.episodes, data.num_episodes))
+    result = infer_switches(base, meta, data, episodes, device)
+    print(switch_report(**result).line())
+    if args.figure:
+        print(f"figure: {plot_switches(**result, path=args.figure)}")
+    if args.steer:
+        report = steering_experiment(base, meta, spec, trials_per_pair=args.steer,
+                                     device=device, seed=args.seed)  # fmt: skip
+        print(report.line())
     return 0

@@ -180,6 +180,106 @@ class BCConfig:
             raise ValueError(f"unknown model fields in model_overrides: {sorted(unknown)}")
 
 
+@dataclass
+class MetaControllerConfig:
+    """The MetaController's sizes (the paper's, Table A9) and where it acts."""
+
+    width: int
+    """The base model's residual width (set from the base model)."""
+    layer: int
+    """The base model layer whose input stream it reads and rewrites (the paper: depth / 2)."""
+    latent_dim: int = 8
+    """n_z: size of a controller code z."""
+    rank: int = 16
+    """Rank of the linear controller U = A B^T."""
+    history_dim: int = 32
+    """n_h: the GRU history of the stream."""
+    embed_dim: int = 32
+    """n_s: the non-causal sequence embedding (per direction of its bidirectional GRU)."""
+    encoder_hidden: int = 64
+    """Hidden units of the encoder f_enc that proposes z~_t ~ N(mu_t, Sigma_t)."""
+    decoder_hidden: int = 32
+    """Hidden units of the hypernetwork f_hyp: z -> (A, B)."""
+    switch_hidden: int = 32
+    """Hidden units of the switching unit f_switch (not given in the paper)."""
+    force_switch: bool = False
+    """Ablation: beta_t = 1 at every step (a new code each step, no temporal abstraction)."""
+
+    def __post_init__(self) -> None:
+        for name in ("width", "latent_dim", "rank", "history_dim", "embed_dim",
+                     "encoder_hidden", "decoder_hidden", "switch_hidden"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    @classmethod
+    def for_base(
+        cls, base: ModelConfig, layer: int | None = None, **overrides: Any
+    ) -> MetaControllerConfig:
+        """Sized for `base`, acting at `layer` (default: mid-depth)."""
+        layer = base.depth // 2 if layer is None else layer
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= base.depth:
+            raise ValueError(
+                f"layer must be an integer in 0..{base.depth} (the base model's depth), "
+                f"got {layer!r}"
+            )
+        return cls(width=base.width, layer=layer, **overrides)
+
+
+@dataclass
+class DiscoveryConfig:
+    """Discovery: training a MetaController on a frozen base model (App. C.4)."""
+
+    base: str
+    """Path of the base model's checkpoint (from `mcenv train bc`)."""
+    dataset: str
+    """Minari dataset id of clean expert data (the paper's D*, epsilon = 0)."""
+    alpha: float = 0.1
+    """Weight of KL(N(mu, Sigma) || N(0, I)) against the action NLL."""
+    layer: int | None = None
+    """The base model layer it controls (default: depth // 2)."""
+    controller_overrides: dict[str, Any] = field(default_factory=dict)
+    """MetaControllerConfig fields that replace the paper's sizes (e.g. {"latent_dim": 4})."""
+    force_switch: bool = False
+    """Ablation: beta = 1 at every step."""
+    cotrain: bool = False
+    """Ablation: train the base model too (from its checkpoint's weights)."""
+    steps: int = 3000
+    """Optimiser steps."""
+    batch_size: int = 64
+    """Episodes per batch."""
+    lr: float = 1e-3
+    """AdamW learning rate (the paper's 1e-3; constant after warm-up)."""
+    weight_decay: float = 0.03
+    """AdamW weight decay (the paper's 0.03)."""
+    warmup_steps: int = 100
+    """Linear learning-rate warm-up."""
+    grad_clip: float = 1.0
+    """Gradient norm clipping."""
+    checkpoint_every: int = 1000
+    """Steps between checkpoints."""
+    seed: int = 0
+    """Seeds the initialisation, the data order and the sampled codes."""
+    device: str = "auto"
+    """"cpu", "cuda" or "auto"."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.alpha >= 0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
+        known = {f.name for f in dataclasses.fields(MetaControllerConfig)}
+        known -= {"width", "layer", "force_switch"}  # set from the base model and from here
+        unknown = set(self.controller_overrides) - known
+        if unknown:
+            raise ValueError(
+                f"unknown fields in controller_overrides: {sorted(unknown)}; "
+                f"known are {sorted(known)}"
+            )
+
+
 def load_config(cls: type, path: str | Path | None, **overrides: Any) -> Any:
     """A config from a JSON file of its fields (unknown keys are an error), then overrides."""
     values: dict[str, Any] = {}

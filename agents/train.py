@@ -20,10 +20,16 @@ import torch.nn.functional as F
 from gymnasium.envs.registration import EnvSpec
 from tqdm import tqdm
 
-from agents.checkpoint import load_checkpoint, model_state, save_checkpoint
-from agents.config import BCConfig, ModelConfig
+from agents.checkpoint import load_checkpoint, load_model, model_state, save_checkpoint
+from agents.config import BCConfig, DiscoveryConfig, MetaControllerConfig, ModelConfig
 from agents.data import resolve_device, to_torch
 from agents.evaluate import evaluate_model
+from agents.metacontroller import (
+    SWITCH_THRESHOLD,
+    MetaController,
+    MetaOutput,
+    controlled_forward,
+)
 from agents.transformer import CausalTransformer, ModelOutput
 from metacontroller_envs.data import EpisodeArrays, load_episodes
 from metacontroller_envs.data.episodes import open_dataset
@@ -213,6 +219,142 @@ def train_bc(
             if report.free_play_successes is not None:
                 metrics["free_play"] = report.free_play_successes / report.episodes
             bar.write(f"step {step + 1}: {report.line()}")
+        if log is not None:
+            log.append(dict(metrics))
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            save(step + 1, metrics)
+    return checkpoint
+
+
+# -- discovery: a MetaController on the frozen base model ---------------------------------
+
+
+def discovery_loss(
+    base: CausalTransformer,
+    meta: MetaController,
+    batch: dict[str, torch.Tensor],
+    alpha: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float], MetaOutput]:
+    """Action NLL of the controlled base model + alpha x KL(N(mu, Sigma) || N(0, I)), both
+    per real step (Eq. 3 of the paper)."""
+    out, meta_out = controlled_forward(base, meta, batch, generator)
+    mask = batch["mask"]
+    weights = mask.float()
+    steps = weights.sum().clamp(min=1)
+    nll = -base.action_distribution(out.action).log_prob(batch["actions"])
+    action_loss = (nll * weights).sum() / steps
+    kl = (meta_out.kl() * weights).sum() / steps
+    switches = ((meta_out.beta[:, 1:] > SWITCH_THRESHOLD) & mask[:, 1:]).sum(1).float()
+    metrics = {
+        "action_nll": action_loss.item(),
+        "kl": kl.item(),
+        "switches_per_episode": switches.mean().item(),
+    }
+    return action_loss + alpha * kl, metrics, meta_out
+
+
+def train_discovery(
+    config: DiscoveryConfig,
+    checkpoint: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    log: list[dict] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Train a MetaController on `config.base` (frozen unless `cotrain`) and return the
+    checkpoint, which also holds the base model so it stands on its own."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.exists() and not (resume or overwrite):
+        raise ValueError(
+            f"checkpoint {checkpoint} exists: pass resume=True (--resume) to continue that run "
+            "or overwrite=True (--overwrite) to start a new one in its place"
+        )
+    device = resolve_device(config.device)
+    base, base_payload = load_model(config.base, device)
+    spec = dataset_env_spec(config.dataset)
+    data = load_episodes(config.dataset, spec)
+    if tuple(data.observations.shape[1:]) != base.config.obs_shape:
+        raise ValueError(
+            f"dataset {config.dataset} holds observations of shape "
+            f"{tuple(data.observations.shape[1:])}; the base model {config.base} reads "
+            f"{base.config.obs_shape}"
+        )
+    if int(data.lengths.max()) + 1 > base.config.max_len:
+        raise ValueError(
+            f"dataset {config.dataset} has episodes of {int(data.lengths.max())} steps; the "
+            f"base model holds at most {base.config.max_len - 1}"
+        )
+    meta_config = MetaControllerConfig.for_base(
+        base.config, config.layer, force_switch=config.force_switch,
+        **config.controller_overrides,
+    )  # fmt: skip
+    torch.manual_seed(config.seed)
+    meta = MetaController(meta_config).to(device)
+    base.requires_grad_(config.cotrain)
+    trained = list(meta.parameters()) + (list(base.parameters()) if config.cotrain else [])
+    decay = [p for p in trained if p.ndim >= 2]
+    other = [p for p in trained if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": other}],
+        lr=config.lr, weight_decay=0.0,
+    )  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / config.warmup_steps)
+    )
+    start_step = 0
+    if resume and checkpoint.exists():
+        saved = load_checkpoint(checkpoint, "discovery", device)
+        if saved["train_config"] != dataclasses.asdict(config):
+            raise ValueError(
+                f"checkpoint {checkpoint} was trained with a different config: "
+                f"{saved['train_config']}"
+            )
+        meta.load_state_dict(saved["controller"])
+        base.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        start_step = saved["step"]
+
+    def save(step: int, metrics: dict) -> None:
+        save_checkpoint(
+            checkpoint,
+            "discovery",
+            **model_state(base),
+            controller_config=dataclasses.asdict(meta_config),
+            controller=meta.state_dict(),
+            train_config=dataclasses.asdict(config),
+            env_spec=spec.to_json(),
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            step=step,
+            metrics=metrics,
+        )
+
+    bar = tqdm(
+        range(start_step, config.steps), initial=start_step, total=config.steps,
+        desc="train discover", disable=not progress,
+    )  # fmt: skip
+    metrics: dict = {}
+    order_cache: dict = {}
+    tokens, clock = 0, time.perf_counter()
+    for step in bar:
+        base.train(config.cotrain)
+        meta.train()
+        batch = to_torch(data.padded(batch_indices(data, config, step, order_cache)), device)
+        # the codes' noise is a function of (seed, step): resuming replays it exactly
+        generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + step)
+        loss, metrics, _ = discovery_loss(base, meta, batch, config.alpha, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        tokens += int(batch["mask"].sum())
+        metrics["tokens_per_s"] = tokens / (time.perf_counter() - clock)
+        metrics["step"] = step + 1
+        bar.set_postfix(nll=f"{metrics['action_nll']:.4f}", kl=f"{metrics['kl']:.3f}",
+                        sw=f"{metrics['switches_per_episode']:.2f}")  # fmt: skip
         if log is not None:
             log.append(dict(metrics))
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:

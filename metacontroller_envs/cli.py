@@ -75,12 +75,17 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     collect.set_defaults(run=_collect)
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("train", "eval"):  # torch loads only for the agent's commands
+    agent_commands = {
+        "train": "train the bundled agent",
+        "eval": "evaluate an agent",
+        "analyze": "what a trained MetaController discovered",
+    }
+    if argv and argv[0] in agent_commands:  # torch loads only for the agent's commands
         from agents.cli import add_commands
 
         add_commands(commands)
     else:
-        for name, text in (("train", "train the bundled agent"), ("eval", "evaluate an agent")):
+        for name, text in agent_commands.items():
             commands.add_parser(name, help=text, add_help=False)
     return parser
 

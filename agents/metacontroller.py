@@ -1,0 +1,226 @@
+"""The MetaController: latent controllers that switch at subgoal boundaries (App. D.2).
+
+It reads the frozen base model's residual stream e_1..T at one layer and writes back
+e_t <- e_t + U_t e_t, with U_t = A_t B_t^T of low rank, so U_t e_t = A_t (B_t^T e_t): a
+matrix-vector product, not a per-channel gain. Per step:
+
+    h_t      = GRU(e_t, h_t-1)                       history (causal)
+    s_t      = f_emb(e_1..T)_t                       sequence embedding (non-causal)
+    mu, Sigma = f_enc(e_t, h_t-1, s_t)               proposal z~_t ~ N(mu_t, Sigma_t)
+    beta_t   = f_switch(e_t, h_t-1, z_t-1)           in [0, 1] (causal)
+    z_t      = beta_t z~_t + (1 - beta_t) z_t-1      temporal integration
+    A_t, B_t = f_hyp(z_t)                            hypernetwork decoder
+
+Only f_switch and the integration see z_t-1, so only they run in a per-step loop; the GRU,
+the embedder, the encoder and the e/h part of f_switch run over whole sequences.
+
+At test time (internal RL, sampling from the prior) there is no encoder: `Controller`
+steps one token at a time and asks a `propose` callback for a new z whenever the
+binarised switch fires (beta_t > 0.5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agents.config import MetaControllerConfig
+from agents.transformer import CausalTransformer, ModelOutput
+
+#: Switches are read as binary at this threshold (the paper's beta_threshold).
+SWITCH_THRESHOLD = 0.5
+
+
+@dataclass
+class MetaOutput:
+    stream: torch.Tensor  # (B, T, width) the controlled stream e + U e
+    z: torch.Tensor  # (B, T, n_z) integrated codes
+    beta: torch.Tensor  # (B, T) switch gates (1 at t = 0)
+    mu: torch.Tensor  # (B, T, n_z) proposal means
+    log_var: torch.Tensor  # (B, T, n_z) proposal log-variances
+
+    def kl(self) -> torch.Tensor:
+        """(B, T) KL(N(mu, Sigma) || N(0, I)) per step."""
+        return 0.5 * (self.log_var.exp() + self.mu**2 - 1.0 - self.log_var).sum(-1)
+
+
+def mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, outputs))
+
+
+class MetaController(nn.Module):
+    def __init__(self, config: MetaControllerConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.read_norm = nn.LayerNorm(c.width)  # the stream's scale grows with depth
+        self.history = nn.GRU(c.width, c.history_dim, batch_first=True)
+        self.embedder = nn.GRU(c.width, c.embed_dim, batch_first=True, bidirectional=True)
+        self.encoder = mlp(c.width + c.history_dim + 2 * c.embed_dim, c.encoder_hidden,
+                           2 * c.latent_dim)  # fmt: skip
+        self.switch_input = nn.Linear(c.width + c.history_dim, c.switch_hidden)
+        self.switch_latent = nn.Linear(c.latent_dim, c.switch_hidden, bias=False)
+        self.switch_output = nn.Linear(c.switch_hidden, 1)
+        self.decoder = mlp(c.latent_dim, c.decoder_hidden, 2 * c.width * c.rank)
+        # U = 0 at the start (the base model unchanged), as LoRA starts: A's half of the
+        # decoder's last layer is zero, B's half random, so gradients reach A at once
+        with torch.no_grad():
+            last = self.decoder[-1]
+            last.weight[: c.width * c.rank].zero_()
+            last.bias.zero_()
+
+    # -- pieces shared by discovery (whole sequences) and control (one step) -------------
+
+    def controller(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A, B (..., width, rank) of U = A B^T from codes z (..., n_z)."""
+        c = self.config
+        a, b = self.decoder(z).split(c.width * c.rank, dim=-1)
+        shape = (*z.shape[:-1], c.width, c.rank)
+        return a.reshape(shape) / c.rank**0.5, b.reshape(shape) / c.width**0.5
+
+    def control(self, stream: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """e + U e with U = A B^T from z: A (B^T e), never forming the width x width U."""
+        a, b = self.controller(z)
+        low = torch.einsum("...wr,...w->...r", b, stream)
+        return stream + torch.einsum("...wr,...r->...w", a, low)
+
+    def switch_gate(self, switch_in: torch.Tensor, z_previous: torch.Tensor) -> torch.Tensor:
+        """beta from the precomputed e/h part of f_switch and z_t-1."""
+        hidden = F.gelu(switch_in + self.switch_latent(z_previous))
+        return torch.sigmoid(self.switch_output(hidden)).squeeze(-1)
+
+    # -- discovery: whole sequences, with the non-causal encoder -------------------------
+
+    def forward(
+        self,
+        stream: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        sample: bool = True,
+    ) -> MetaOutput:
+        """stream (B, T, width) at the controlled layer, mask (B, T) of real steps (each
+        row's real steps first). Proposals are sampled with the reparameterisation trick
+        (their means if not `sample`)."""
+        c = self.config
+        if stream.ndim != 3 or stream.shape[-1] != c.width:
+            raise ValueError(f"stream must be (batch, time, {c.width}), got {tuple(stream.shape)}")
+        if mask.shape != stream.shape[:2]:
+            raise ValueError(
+                f"mask {tuple(mask.shape)} does not match stream {tuple(stream.shape)}"
+            )
+        e = self.read_norm(stream.float())
+        history, _ = self.history(e)  # h_t
+        history_before = F.pad(history, (0, 0, 1, 0))[:, :-1]  # h_t-1 (h_0 = 0)
+        embedding = self.sequence_embedding(e, mask)
+        mu, log_var = self.encoder(torch.cat([e, history_before, embedding], -1)).chunk(2, -1)
+        log_var = log_var.clamp(-8.0, 4.0)
+        if sample:
+            noise = torch.randn(mu.shape, generator=generator, device=mu.device)
+            proposal = mu + (0.5 * log_var).exp() * noise
+        else:
+            proposal = mu
+        switch_in = self.switch_input(torch.cat([e, history_before], -1))
+        z, beta = self.integrate(switch_in, proposal)
+        return MetaOutput(self.control(stream, z.to(stream.dtype)), z, beta, mu, log_var)
+
+    def sequence_embedding(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """s_t: a bidirectional GRU over each episode's real steps (padding never leaks in)."""
+        lengths = mask.sum(1).clamp(min=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(
+            e, lengths, batch_first=True, enforce_sorted=False
+        )
+        out, _ = self.embedder(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=e.shape[1])
+        return out
+
+    def integrate(
+        self, switch_in: torch.Tensor, proposal: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The only per-step loop: beta_t needs z_t-1. beta_1 = 1 (no code yet)."""
+        if self.config.force_switch:
+            return proposal, torch.ones(proposal.shape[:2], device=proposal.device)
+        z_previous = proposal[:, 0]
+        codes, gates = [z_previous], [torch.ones_like(proposal[:, 0, 0])]
+        for t in range(1, proposal.shape[1]):
+            beta = self.switch_gate(switch_in[:, t], z_previous)
+            z_previous = beta[:, None] * proposal[:, t] + (1 - beta[:, None]) * z_previous
+            codes.append(z_previous)
+            gates.append(beta)
+        return torch.stack(codes, 1), torch.stack(gates, 1)
+
+
+def controlled_forward(
+    base: CausalTransformer,
+    meta: MetaController,
+    batch: dict[str, torch.Tensor],
+    generator: torch.Generator | None = None,
+    sample: bool = True,
+) -> tuple[ModelOutput, MetaOutput]:
+    """The base model on a padded batch of episodes, its stream rewritten by `meta`."""
+    captured: list[MetaOutput] = []
+
+    def intervene(stream: torch.Tensor) -> torch.Tensor:
+        captured.append(meta(stream, batch["mask"], generator, sample))
+        return captured[-1].stream
+
+    out = base(
+        batch["observations"][:, :-1],
+        base.previous_actions(batch["actions"]),
+        layer=meta.config.layer,
+        intervene=intervene,
+    )
+    return out, captured[0]
+
+
+Proposer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(e_t (N, width) normalised stream, h_t-1 (N, n_h)) -> new codes z (N, n_z)."""
+
+
+class Controller:
+    """The metacontroller at test time, one step at a time, for N parallel episodes.
+
+    Use `intervene` as the base model's `intervene` hook in `step`: it reads e_t, updates
+    the history and the switch, draws a new code from `propose` where the binarised switch
+    fires (always at t = 0), and returns e_t + U(z_t) e_t. After each step, `switched`
+    (N,) says which episodes took a new code and `z` holds the codes in force.
+    """
+
+    def __init__(self, metacontroller: MetaController, num: int, propose: Proposer) -> None:
+        c = metacontroller.config
+        device = next(metacontroller.parameters()).device
+        self.meta = metacontroller
+        self.propose = propose
+        self.h = torch.zeros(1, num, c.history_dim, device=device)
+        self.z = torch.zeros(num, c.latent_dim, device=device)
+        self.started = torch.zeros(num, dtype=torch.bool, device=device)
+        self.switched = torch.zeros(num, dtype=torch.bool, device=device)
+        self.beta = torch.zeros(num, device=device)
+        self.forced: torch.Tensor | None = None
+
+    def force(self, z: torch.Tensor | None) -> None:
+        """Hold these codes (N, n_z) from now on, whatever the switch says (None: release)."""
+        self.forced = z
+
+    def intervene(self, stream: torch.Tensor) -> torch.Tensor:
+        meta = self.meta
+        e = meta.read_norm(stream[:, 0].float())
+        h_before = self.h[0]
+        switch_in = meta.switch_input(torch.cat([e, h_before], -1))
+        if meta.config.force_switch:
+            beta = torch.ones_like(self.beta)
+        else:
+            beta = meta.switch_gate(switch_in, self.z)
+        beta = torch.where(self.started, beta, torch.ones_like(beta))
+        switched = beta > SWITCH_THRESHOLD
+        if switched.any():
+            proposal = self.propose(e, h_before)
+            self.z = torch.where(switched[:, None], proposal, self.z)
+        if self.forced is not None:
+            self.z = self.forced
+        self.beta, self.switched = beta, switched
+        self.started[:] = True
+        _, self.h = meta.history(e[:, None], self.h)
+        return meta.control(stream, self.z[:, None].to(stream.dtype))
