@@ -32,6 +32,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     discover.add_argument("--dataset", help="Minari dataset id of clean expert data")
     discover.add_argument("--config", default=None, help="JSON file of DiscoveryConfig fields")
     discover.add_argument("--alpha", type=float, default=None, help="KL weight")
+    discover.add_argument("--kl-warmup-steps", type=int, default=None,
+                          help="steps over which the KL weight rises from 0 to alpha")  # fmt: skip
     discover.add_argument("--layer", type=int, default=None, help="default: depth // 2")
     discover.add_argument("--force-switch", action="store_true", default=None,
                           help="ablation: beta = 1 at every step")  # fmt: skip
@@ -125,6 +127,7 @@ def train_discover_command(args: argparse.Namespace) -> int:
         base=args.base,
         dataset=args.dataset,
         alpha=args.alpha,
+        kl_warmup_steps=args.kl_warmup_steps,
         layer=args.layer,
         force_switch=args.force_switch,
         cotrain=args.cotrain,

@@ -236,6 +236,10 @@ class DiscoveryConfig:
     """Minari dataset id of clean expert data (the paper's D*, epsilon = 0)."""
     alpha: float = 0.1
     """Weight of KL(N(mu, Sigma) || N(0, I)) against the action NLL."""
+    kl_warmup_steps: int = 0
+    """Steps over which the KL weight rises linearly from 0 to alpha (0: alpha from the
+    start). Without it the codes can collapse onto the prior before the controller has
+    learned to use them."""
     layer: int | None = None
     """The base model layer it controls (default: depth // 2)."""
     controller_overrides: dict[str, Any] = field(default_factory=dict)
@@ -270,6 +274,9 @@ class DiscoveryConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not self.alpha >= 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
+        warmup = self.kl_warmup_steps
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"kl_warmup_steps must be an integer >= 0, got {warmup!r}")
         known = {f.name for f in dataclasses.fields(MetaControllerConfig)}
         known -= {"width", "layer", "force_switch"}  # set from the base model and from here
         unknown = set(self.controller_overrides) - known

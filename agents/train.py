@@ -344,7 +344,8 @@ def train_discovery(
         batch = to_torch(data.padded(batch_indices(data, config, step, order_cache)), device)
         # the codes' noise is a function of (seed, step): resuming replays it exactly
         generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + step)
-        loss, metrics, _ = discovery_loss(base, meta, batch, config.alpha, generator)
+        alpha = config.alpha * min(1.0, (step + 1) / max(1, config.kl_warmup_steps))
+        loss, metrics, _ = discovery_loss(base, meta, batch, alpha, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, config.grad_clip)

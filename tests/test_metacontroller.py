@@ -207,6 +207,8 @@ def test_clear_errors_for_a_wrong_base_or_layer(trained, tmp_path):
         discovery(trained, controller_overrides={"widht": 3})
     with pytest.raises(ValueError, match="alpha"):
         discovery(trained, alpha=-1.0)
+    with pytest.raises(ValueError, match="kl_warmup_steps"):
+        discovery(trained, kl_warmup_steps=-1)
     with pytest.raises(ValueError, match="holds a 'bc' run"):
         load_metacontroller(trained[1])
 
