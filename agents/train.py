@@ -115,6 +115,26 @@ def batch_indices(data: EpisodeArrays, config: BCConfig, step: int, cache: dict)
     return cache["batches"][offset]
 
 
+def check_new_run(checkpoint: Path, resume: bool, overwrite: bool) -> None:
+    """A new run never replaces an existing checkpoint unless asked to."""
+    if checkpoint.exists() and not (resume or overwrite):
+        raise ValueError(
+            f"checkpoint {checkpoint} exists: pass resume=True (--resume) to continue that run "
+            "or overwrite=True (--overwrite) to start a new one in its place"
+        )
+
+
+def load_run(checkpoint: Path, kind: str, config: object, device: torch.device) -> dict:
+    """The checkpoint of the run being resumed, which must have the same config."""
+    saved = load_checkpoint(checkpoint, kind, device)
+    if saved["train_config"] != dataclasses.asdict(config):
+        raise ValueError(
+            f"checkpoint {checkpoint} was trained with a different config: "
+            f"{saved['train_config']}"
+        )
+    return saved
+
+
 def learning_rate_factor(config: BCConfig, step: int) -> float:
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
@@ -122,12 +142,17 @@ def learning_rate_factor(config: BCConfig, step: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(model: CausalTransformer, config: BCConfig) -> torch.optim.AdamW:
+def make_optimizer(
+    parameters: list[torch.nn.Parameter],
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices only (not on norms, biases and embeddings' gains)."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    other = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": other}]
-    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=0.0, betas=(0.9, 0.95))
+    decay = [p for p in parameters if p.ndim >= 2]
+    other = [p for p in parameters if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": other}]
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=0.0, betas=betas)
 
 
 def train_bc(
@@ -141,11 +166,7 @@ def train_bc(
     """Train (or resume, if `resume` and the checkpoint exists) and return the checkpoint.
     An existing checkpoint is never replaced by a new run unless `overwrite`."""
     checkpoint = Path(checkpoint)
-    if checkpoint.exists() and not (resume or overwrite):
-        raise ValueError(
-            f"checkpoint {checkpoint} exists: pass resume=True (--resume) to continue that run "
-            "or overwrite=True (--overwrite) to start a new one in its place"
-        )
+    check_new_run(checkpoint, resume, overwrite)
     device = resolve_device(config.device)
     spec = dataset_env_spec(config.dataset)
     env = gym.make(spec)
@@ -156,18 +177,15 @@ def train_bc(
         model_config = dataclasses.replace(model_config, max_len=longest)
     torch.manual_seed(config.seed)
     model = CausalTransformer(model_config).to(device)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(
+        list(model.parameters()), config.lr, config.weight_decay, betas=(0.9, 0.95)
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(config, step)
     )
     start_step = 0
     if resume and checkpoint.exists():
-        saved = load_checkpoint(checkpoint, "bc", device)
-        if saved["train_config"] != dataclasses.asdict(config):
-            raise ValueError(
-                f"checkpoint {checkpoint} was trained with a different config: "
-                f"{saved['train_config']}"
-            )
+        saved = load_run(checkpoint, "bc", config, device)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -265,13 +283,9 @@ def train_discovery(
     """Train a MetaController on `config.base` (frozen unless `cotrain`) and return the
     checkpoint, which also holds the base model so it stands on its own."""
     checkpoint = Path(checkpoint)
-    if checkpoint.exists() and not (resume or overwrite):
-        raise ValueError(
-            f"checkpoint {checkpoint} exists: pass resume=True (--resume) to continue that run "
-            "or overwrite=True (--overwrite) to start a new one in its place"
-        )
+    check_new_run(checkpoint, resume, overwrite)
     device = resolve_device(config.device)
-    base, base_payload = load_model(config.base, device)
+    base, _ = load_model(config.base, device)
     spec = dataset_env_spec(config.dataset)
     data = load_episodes(config.dataset, spec)
     if tuple(data.observations.shape[1:]) != base.config.obs_shape:
@@ -293,23 +307,13 @@ def train_discovery(
     meta = MetaController(meta_config).to(device)
     base.requires_grad_(config.cotrain)
     trained = list(meta.parameters()) + (list(base.parameters()) if config.cotrain else [])
-    decay = [p for p in trained if p.ndim >= 2]
-    other = [p for p in trained if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": other}],
-        lr=config.lr, weight_decay=0.0,
-    )  # fmt: skip
+    optimizer = make_optimizer(trained, config.lr, config.weight_decay)  # the paper's betas
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / config.warmup_steps)
     )
     start_step = 0
     if resume and checkpoint.exists():
-        saved = load_checkpoint(checkpoint, "discovery", device)
-        if saved["train_config"] != dataclasses.asdict(config):
-            raise ValueError(
-                f"checkpoint {checkpoint} was trained with a different config: "
-                f"{saved['train_config']}"
-            )
+        saved = load_run(checkpoint, "discovery", config, device)
         meta.load_state_dict(saved["controller"])
         base.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
