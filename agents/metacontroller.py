@@ -52,13 +52,38 @@ def mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, outputs))
 
 
+class SequenceEmbedder(nn.Module):
+    """s_t, non-causal: diagonal linear recurrences with learned decays run forwards and
+    backwards over each episode (an SSM layer, like the paper's embedder), then an MLP.
+    Each direction is one matrix product over the whole sequence, not a per-step loop;
+    padding is zeroed, so it never reaches a real step."""
+
+    def __init__(self, width: int, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.inputs = nn.Linear(width, 2 * dim)
+        self.decay_logit = nn.Parameter(torch.linspace(-2.0, 4.0, dim).repeat(2))
+        self.output = nn.Sequential(nn.GELU(), nn.Linear(2 * dim, 2 * dim))
+
+    def forward(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.inputs(e) * mask[..., None].to(e.dtype)
+        steps = torch.arange(e.shape[1], device=e.device)
+        lag = steps[:, None] - steps[None, :]  # t - k
+        decay = torch.sigmoid(self.decay_logit)  # (2 dim,)
+        # decay^|t-k| for k <= t (first dim channels) and k >= t (the others)
+        side = torch.cat([(lag >= 0).expand(self.dim, -1, -1), (lag <= 0).expand(self.dim, -1, -1)])
+        kernel = torch.exp(lag.abs() * torch.log(decay)[:, None, None]) * side
+        kernel = kernel * (1 - decay)[:, None, None]  # (2 dim, T, T)
+        return self.output(torch.einsum("ctk,bkc->btc", kernel, x))
+
+
 class MetaController(nn.Module):
     def __init__(self, config: MetaControllerConfig) -> None:
         super().__init__()
         self.config = c = config
         self.read_norm = nn.LayerNorm(c.width)  # the stream's scale grows with depth
         self.history = nn.GRU(c.width, c.history_dim, batch_first=True)
-        self.embedder = nn.GRU(c.width, c.embed_dim, batch_first=True, bidirectional=True)
+        self.embedder = SequenceEmbedder(c.width, c.embed_dim)
         self.encoder = mlp(c.width + c.history_dim + 2 * c.embed_dim, c.encoder_hidden,
                            2 * c.latent_dim)  # fmt: skip
         self.switch_input = nn.Linear(c.width + c.history_dim, c.switch_hidden)
@@ -89,7 +114,7 @@ class MetaController(nn.Module):
 
     def switch_gate(self, switch_in: torch.Tensor, z_previous: torch.Tensor) -> torch.Tensor:
         """beta from the precomputed e/h part of f_switch and z_t-1."""
-        hidden = F.gelu(switch_in + self.switch_latent(z_previous))
+        hidden = torch.tanh(switch_in + self.switch_latent(z_previous))
         return torch.sigmoid(self.switch_output(hidden)).squeeze(-1)
 
     # -- discovery: whole sequences, with the non-causal encoder -------------------------
@@ -127,14 +152,7 @@ class MetaController(nn.Module):
         return MetaOutput(self.control(stream, z.to(stream.dtype)), z, beta, mu, log_var)
 
     def sequence_embedding(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """s_t: a bidirectional GRU over each episode's real steps (padding never leaks in)."""
-        lengths = mask.sum(1).clamp(min=1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(
-            e, lengths, batch_first=True, enforce_sorted=False
-        )
-        out, _ = self.embedder(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=e.shape[1])
-        return out
+        return self.embedder(e, mask)
 
     def integrate(
         self, switch_in: torch.Tensor, proposal: torch.Tensor
@@ -142,11 +160,16 @@ class MetaController(nn.Module):
         """The only per-step loop: beta_t needs z_t-1. beta_1 = 1 (no code yet)."""
         if self.config.force_switch:
             return proposal, torch.ones(proposal.shape[:2], device=proposal.device)
-        z_previous = proposal[:, 0]
-        codes, gates = [z_previous], [torch.ones_like(proposal[:, 0, 0])]
-        for t in range(1, proposal.shape[1]):
-            beta = self.switch_gate(switch_in[:, t], z_previous)
-            z_previous = beta[:, None] * proposal[:, t] + (1 - beta[:, None]) * z_previous
+        # the loop body is kept to a few fused ops: it runs once per step, in Python
+        weight = self.switch_latent.weight.T  # (n_z, hidden)
+        out_weight, out_bias = self.switch_output.weight[0], self.switch_output.bias
+        inputs, proposals = switch_in.unbind(1), proposal.unbind(1)
+        z_previous = proposals[0]
+        codes, gates = [z_previous], [torch.ones_like(z_previous[:, 0])]
+        for t in range(1, len(proposals)):
+            hidden = torch.tanh(torch.addmm(inputs[t], z_previous, weight))
+            beta = torch.sigmoid(torch.addmv(out_bias, hidden, out_weight))
+            z_previous = torch.lerp(z_previous, proposals[t], beta[:, None])
             codes.append(z_previous)
             gates.append(beta)
         return torch.stack(codes, 1), torch.stack(gates, 1)

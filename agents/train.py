@@ -129,8 +129,7 @@ def load_run(checkpoint: Path, kind: str, config: object, device: torch.device) 
     saved = load_checkpoint(checkpoint, kind, device)
     if saved["train_config"] != dataclasses.asdict(config):
         raise ValueError(
-            f"checkpoint {checkpoint} was trained with a different config: "
-            f"{saved['train_config']}"
+            f"checkpoint {checkpoint} was trained with a different config: {saved['train_config']}"
         )
     return saved
 

@@ -117,6 +117,8 @@ def test_temporal_integration_follows_the_gate():
     for t in range(1, 5):
         expected = beta[:, t, None] * proposal[:, t] + (1 - beta[:, t, None]) * z[:, t - 1]
         torch.testing.assert_close(z[:, t], expected)
+        # the fused loop computes the same gate as the step-wise switch of `Controller`
+        torch.testing.assert_close(beta[:, t], meta.switch_gate(switch_in[:, t], z[:, t - 1]))
 
 
 def test_the_controller_is_a_low_rank_matrix_not_a_channel_gain():
