@@ -13,7 +13,7 @@ import torch
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode
 
-from agents.checkpoint import load_checkpoint, load_model
+from agents.checkpoint import load_model
 from agents.config import MetaControllerConfig
 from agents.data import to_torch
 from agents.metacontroller import (
@@ -23,6 +23,7 @@ from agents.metacontroller import (
     controlled_forward,
 )
 from agents.transformer import CausalTransformer
+from metacontroller_envs.checks import check_count
 from metacontroller_envs.data import EpisodeArrays
 from metacontroller_envs.evaluate import wilson_interval
 
@@ -53,6 +54,8 @@ def infer_switches(
 ) -> dict[str, np.ndarray]:
     """beta (N, L), the mask of real steps and the ground-truth subgoal index, for the given
     episodes, with the posterior's mean codes (no sampling)."""
+    if len(episodes) == 0:
+        raise ValueError("no episodes given: pass the indices of at least one episode")
     betas, masks, subgoals = [], [], []
     longest = int(data.lengths[episodes].max())
     for start in range(0, len(episodes), batch_size):
@@ -285,6 +288,8 @@ def steering_experiment(
     """1. Play with codes from the prior and keep, per pair, the codes in force when the
     agent completed that pair as its first visits. 2. In new layouts, hold one collected code
     from the start and count the trials whose first two visits are that pair."""
+    check_count("collect_episodes", collect_episodes)
+    check_count("trials_per_pair", trials_per_pair)
     generator = torch.Generator(device=device).manual_seed(seed)
     played = play_with_codes(base, meta, spec, [seed + i for i in range(collect_episodes)],
                              device, generator)  # fmt: skip
@@ -305,7 +310,3 @@ def steering_experiment(
         baseline[p] = int((first_pair(free["colours"]) == p).sum())
         trial_seed += trials_per_pair
     return SteeringReport({p: len(c) for p, c in collected.items()}, trials, hits, baseline)
-
-
-def discovery_checkpoint_spec(path: str | Path) -> EnvSpec:
-    return EnvSpec.from_json(load_checkpoint(path, "discovery")["env_spec"])

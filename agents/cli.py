@@ -152,7 +152,8 @@ def analyze_command(args: argparse.Namespace) -> int:
         steering_experiment,
         switch_report,
     )
-    from agents.data import resolve_device
+    from agents.data import check_dataset_fits, resolve_device
+    from metacontroller_envs.checks import check_count
     from metacontroller_envs.data import load_episodes
 
     device = resolve_device(args.device)
@@ -160,17 +161,13 @@ def analyze_command(args: argparse.Namespace) -> int:
     dataset = args.dataset or payload["train_config"]["dataset"]
     spec = EnvSpec.from_json(payload["env_spec"])
     data = load_episodes(dataset)
-    if tuple(data.observations.shape[1:]) != base.config.obs_shape:
-        raise ValueError(
-            f"dataset {dataset} observations have shape {tuple(data.observations.shape[1:])}, "
-            f"the checkpoint's model reads {base.config.obs_shape}"
-        )
-    episodes = np.arange(min(args.episodes, data.num_episodes))
+    check_dataset_fits(data, dataset, base.config)
+    episodes = np.arange(min(check_count("--episodes", args.episodes), data.num_episodes))
     result = infer_switches(base, meta, data, episodes, device)
     print(switch_report(**result).line())
     if args.figure:
         print(f"figure: {plot_switches(**result, path=args.figure)}")
-    if args.steer:
+    if check_count("--steer", args.steer, minimum=0):
         report = steering_experiment(base, meta, spec, trials_per_pair=args.steer,
                                      device=device, seed=args.seed)  # fmt: skip
         print(report.line())

@@ -11,6 +11,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from metacontroller_envs.checks import check_count
+
 ENCODERS = ("flat", "pinpad", "image", "babyai")
 
 #: Model sizes: the paper's base model, and one that trains on a 2-core CPU in minutes.
@@ -64,9 +66,7 @@ class ModelConfig:
         if self.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {self.encoder!r}: use one of {list(ENCODERS)}")
         for name in ("width", "depth", "heads", "mlp", "max_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_count(name, getattr(self, name))
         if self.width % self.heads or (self.width // self.heads) % 2:
             raise ValueError(
                 f"width {self.width} must split into {self.heads} heads of an even size "
@@ -172,9 +172,7 @@ class BCConfig:
             if getattr(self, name) is None:
                 setattr(self, name, value)
         for name in ("steps", "batch_size", "eval_episodes", "checkpoint_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_count(name, getattr(self, name))
         unknown = set(self.model_overrides) - {f.name for f in dataclasses.fields(ModelConfig)}
         if unknown:
             raise ValueError(f"unknown model fields in model_overrides: {sorted(unknown)}")
@@ -208,9 +206,7 @@ class MetaControllerConfig:
     def __post_init__(self) -> None:
         for name in ("width", "latent_dim", "rank", "history_dim", "embed_dim",
                      "encoder_hidden", "decoder_hidden", "switch_hidden"):  # fmt: skip
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_count(name, getattr(self, name))
 
     @classmethod
     def for_base(
@@ -269,14 +265,10 @@ class DiscoveryConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_count(name, getattr(self, name))
         if not self.alpha >= 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
-        warmup = self.kl_warmup_steps
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise ValueError(f"kl_warmup_steps must be an integer >= 0, got {warmup!r}")
+        check_count("kl_warmup_steps", self.kl_warmup_steps, minimum=0)
         known = {f.name for f in dataclasses.fields(MetaControllerConfig)}
         known -= {"width", "layer", "force_switch"}  # set from the base model and from here
         unknown = set(self.controller_overrides) - known

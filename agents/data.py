@@ -8,6 +8,8 @@ from dataclasses import fields
 import numpy as np
 import torch
 
+from agents.config import ModelConfig
+from metacontroller_envs.checks import check_count
 from metacontroller_envs.data import EpisodeArrays, PaddedBatch, load_episodes
 
 
@@ -27,6 +29,23 @@ def to_torch(batch: PaddedBatch, device: str | torch.device = "cpu") -> dict[str
     }
 
 
+def check_dataset_fits(data: EpisodeArrays, dataset_id: str, config: ModelConfig) -> None:
+    """A ValueError unless the model reads the dataset's observations and holds its
+    longest episode."""
+    shape = tuple(data.observations.shape[1:])
+    if shape != config.obs_shape:
+        raise ValueError(
+            f"dataset {dataset_id} holds observations of shape {shape}; the model reads "
+            f"{config.obs_shape}"
+        )
+    longest = int(data.lengths.max())
+    if longest + 1 > config.max_len:
+        raise ValueError(
+            f"dataset {dataset_id} has episodes of {longest} steps; the model holds at most "
+            f"{config.max_len - 1}"
+        )
+
+
 def iterate_batches(
     data: EpisodeArrays | str,
     batch_size: int,
@@ -38,8 +57,7 @@ def iterate_batches(
     """One pass over the episodes in padded batches; the order depends only on `seed`."""
     if isinstance(data, str):
         data = load_episodes(data)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_count("batch_size", batch_size)
     order = np.arange(data.num_episodes)
     if shuffle:
         np.random.default_rng(seed).shuffle(order)

@@ -18,6 +18,7 @@ from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode
 
 from agents.transformer import CausalTransformer
+from metacontroller_envs.checks import check_count
 from metacontroller_envs.evaluate import episode_success, wilson_interval
 
 
@@ -170,8 +171,7 @@ def evaluate_model(
     how often the agent completes some task of the env in free play."""
     if isinstance(spec, str):
         spec = gym.spec(spec)
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    check_count("episodes", episodes)
     start = time.perf_counter()
     result = rollout(model, spec, episodes, device, num_envs, seed, greedy)
     seconds = time.perf_counter() - start

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from agents.checkpoint import load_checkpoint, load_model, model_state, save_checkpoint
 from agents.config import BCConfig, DiscoveryConfig, MetaControllerConfig, ModelConfig
-from agents.data import resolve_device, to_torch
+from agents.data import check_dataset_fits, resolve_device, to_torch
 from agents.evaluate import evaluate_model
 from agents.metacontroller import (
     SWITCH_THRESHOLD,
@@ -134,6 +134,32 @@ def load_run(checkpoint: Path, kind: str, config: object, device: torch.device) 
     return saved
 
 
+def save_run(
+    checkpoint: Path,
+    kind: str,
+    config: object,
+    spec: EnvSpec,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+    metrics: dict,
+    **content: object,
+) -> None:
+    """A training run's checkpoint: what it trained (`content`), its config and env, and the
+    optimiser state that `load_run` needs to resume it."""
+    save_checkpoint(
+        checkpoint,
+        kind,
+        **content,
+        train_config=dataclasses.asdict(config),
+        env_spec=spec.to_json(),
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(),
+        step=step,
+        metrics=metrics,
+    )
+
+
 def learning_rate_factor(config: BCConfig, step: int) -> float:
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
@@ -193,17 +219,8 @@ def train_bc(
     eval_every = config.eval_every or config.steps
 
     def save(step: int, metrics: dict) -> None:
-        save_checkpoint(
-            checkpoint,
-            "bc",
-            **model_state(model),
-            train_config=dataclasses.asdict(config),
-            env_spec=spec.to_json(),
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-            step=step,
-            metrics=metrics,
-        )
+        save_run(checkpoint, "bc", config, spec, optimizer, scheduler, step, metrics,
+                 **model_state(model))  # fmt: skip
 
     bar = tqdm(
         range(start_step, config.steps), initial=start_step, total=config.steps,
@@ -287,17 +304,7 @@ def train_discovery(
     base, _ = load_model(config.base, device)
     spec = dataset_env_spec(config.dataset)
     data = load_episodes(config.dataset, spec)
-    if tuple(data.observations.shape[1:]) != base.config.obs_shape:
-        raise ValueError(
-            f"dataset {config.dataset} holds observations of shape "
-            f"{tuple(data.observations.shape[1:])}; the base model {config.base} reads "
-            f"{base.config.obs_shape}"
-        )
-    if int(data.lengths.max()) + 1 > base.config.max_len:
-        raise ValueError(
-            f"dataset {config.dataset} has episodes of {int(data.lengths.max())} steps; the "
-            f"base model holds at most {base.config.max_len - 1}"
-        )
+    check_dataset_fits(data, config.dataset, base.config)
     meta_config = MetaControllerConfig.for_base(
         base.config, config.layer, force_switch=config.force_switch,
         **config.controller_overrides,
@@ -320,19 +327,9 @@ def train_discovery(
         start_step = saved["step"]
 
     def save(step: int, metrics: dict) -> None:
-        save_checkpoint(
-            checkpoint,
-            "discovery",
-            **model_state(base),
-            controller_config=dataclasses.asdict(meta_config),
-            controller=meta.state_dict(),
-            train_config=dataclasses.asdict(config),
-            env_spec=spec.to_json(),
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-            step=step,
-            metrics=metrics,
-        )
+        save_run(checkpoint, "discovery", config, spec, optimizer, scheduler, step, metrics,
+                 **model_state(base), controller_config=dataclasses.asdict(meta_config),
+                 controller=meta.state_dict())  # fmt: skip
 
     bar = tqdm(
         range(start_step, config.steps), initial=start_step, total=config.steps,

@@ -40,6 +40,15 @@ def check_env_id(env_id: str) -> None:
         )
 
 
+def check_count(name: str, value: Any, minimum: int = 1) -> int:
+    """`value` as an int >= minimum (booleans refused), or a ValueError naming `name`."""
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not is_int or value < minimum:
+        wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
+    return int(value)
+
+
 def check_epsilon(epsilon: float) -> float:
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")

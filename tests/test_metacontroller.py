@@ -255,6 +255,24 @@ def test_analysis_runs_on_a_trained_metacontroller(trained, tmp_path):
     assert 0 <= steering.hit_rate <= 1 and "steering" in steering.line()
 
 
+def test_analysis_rejects_bad_counts(trained, tmp_path, capsys):
+    path = train_discovery(discovery(trained, steps=1), tmp_path / "d.pt", progress=False)
+    base, meta, _ = load_metacontroller(path)
+    data = load_episodes(trained[0])
+    with pytest.raises(ValueError, match="no episodes given"):
+        infer_switches(base, meta, data, np.arange(0))
+    spec = gym.spec("PinPad-v0")
+    with pytest.raises(ValueError, match="trials_per_pair must be a positive integer"):
+        steering_experiment(base, meta, spec, collect_episodes=4, trials_per_pair=0)
+    with pytest.raises(ValueError, match="steering is measured on PinPad"):
+        steering_experiment(base, meta, gym.spec("CartPole-v1"), collect_episodes=4)
+    assert main(["analyze", "--checkpoint", str(path), "--episodes", "0"]) == 2
+    assert "--episodes must be a positive integer" in capsys.readouterr().err
+    wide = collect("PinPad-v0", 2, progress=False, env_kwargs={"task_in_obs": True})
+    assert main(["analyze", "--checkpoint", str(path), "--dataset", wide]) == 2
+    assert "holds observations of shape (699,); the model reads (637,)" in capsys.readouterr().err
+
+
 def test_first_pair_reads_the_first_two_visits():
     colours = np.array([[2, 3, 0], [3, 2, -1], [6, 7, 1], [4, -1, -1], [1, 0, 6]])
     assert first_pair(colours).tolist() == [1, -1, 3, -1, -1]

@@ -21,7 +21,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 import metacontroller_envs
-from metacontroller_envs.checks import check_env_id, check_epsilon
+from metacontroller_envs.checks import check_count, check_env_id, check_epsilon
 from metacontroller_envs.experts import make_expert
 
 FORMAT_VERSION = 1
@@ -164,8 +164,7 @@ def generate(
 ) -> Iterator[dict]:
     """Expert episodes in seed order, each a dict of numpy arrays (Minari's layout)."""
     check_env_id(env_id)
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    check_count("episodes", episodes)
     check_epsilon(epsilon)
     env_kwargs = dict(env_kwargs or {})
     if env_id.startswith("PinPad-"):
