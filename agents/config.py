@@ -60,6 +60,8 @@ class ModelConfig:
     input offers a copycat shortcut that slows learning the observation-to-action map."""
     binary_obs: bool = False
     """Observations are 0/1: the next-observation head uses a Bernoulli loss, else MSE."""
+    plan_steps: int = 0
+    """pinpad encoder: value-iteration rounds of its planner (0: no planner)."""
 
     def __post_init__(self) -> None:
         self.obs_shape = tuple(int(s) for s in self.obs_shape)

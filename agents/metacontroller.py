@@ -117,6 +117,33 @@ class MetaController(nn.Module):
         hidden = torch.tanh(switch_in + self.switch_latent(z_previous))
         return torch.sigmoid(self.switch_output(hidden)).squeeze(-1)
 
+    # -- control: one step at a time, split where a new code may be chosen ---------------
+
+    def gate_step(
+        self,
+        stream: torch.Tensor,
+        h: torch.Tensor,
+        z_previous: torch.Tensor,
+        started: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first half of a step: e_t (the normalised stream) and beta_t, from the stream
+        (N, 1, width), h_t-1 (N, n_h) and z_t-1 (N, n_z). beta = 1 where not `started`
+        (no code yet). Split from `control_step` so that a caller (Controller, an RL
+        policy) can pick z_t after seeing e_t and beta_t."""
+        e = self.read_norm(stream[:, 0].float())
+        if self.config.force_switch:
+            beta = torch.ones_like(e[:, 0])
+        else:
+            beta = self.switch_gate(self.switch_input(torch.cat([e, h], -1)), z_previous)
+        return e, torch.where(started, beta, torch.ones_like(beta))
+
+    def control_step(
+        self, stream: torch.Tensor, e: torch.Tensor, h: torch.Tensor, z: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The second half: the controlled stream e + U(z_t) e (N, 1, width) and h_t."""
+        _, h_next = self.history(e[:, None], h[None].contiguous())
+        return self.control(stream, z[:, None].to(stream.dtype)), h_next[0]
+
     # -- discovery: whole sequences, with the non-causal encoder -------------------------
 
     def forward(
@@ -228,15 +255,8 @@ class Controller:
         self.forced = z
 
     def intervene(self, stream: torch.Tensor) -> torch.Tensor:
-        meta = self.meta
-        e = meta.read_norm(stream[:, 0].float())
         h_before = self.h[0]
-        switch_in = meta.switch_input(torch.cat([e, h_before], -1))
-        if meta.config.force_switch:
-            beta = torch.ones_like(self.beta)
-        else:
-            beta = meta.switch_gate(switch_in, self.z)
-        beta = torch.where(self.started, beta, torch.ones_like(beta))
+        e, beta = self.meta.gate_step(stream, h_before, self.z, self.started)
         switched = beta > SWITCH_THRESHOLD
         if switched.any():
             proposal = self.propose(e, h_before)
@@ -245,5 +265,6 @@ class Controller:
             self.z = self.forced
         self.beta, self.switched = beta, switched
         self.started[:] = True
-        _, self.h = meta.history(e[:, None], self.h)
-        return meta.control(stream, self.z[:, None].to(stream.dtype))
+        controlled, h = self.meta.control_step(stream, e, h_before, self.z)
+        self.h = h[None]
+        return controlled

@@ -13,6 +13,7 @@ cache, so acting in an environment costs one token per step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from einops import rearrange
 from torch import nn
 
 from agents.config import ModelConfig
+from metacontroller_envs.pinpad.core import MOVES
 
 Intervention = Callable[[torch.Tensor], torch.Tensor]
 
@@ -130,13 +132,73 @@ class FlatEncoder(nn.Module):
         return self.net(obs.flatten(2).float() * self.scale)
 
 
+class ValueIteration(nn.Module):
+    """A value-iteration network (Tamar et al. 2016) over a grid of cells.
+
+    The goals are given: one plane per object channel (PinPad's colours), each holding
+    the cells where that object lies. What is learned is each plane's passability, a 1x1
+    conv over the cells. `steps` rounds of v <- max(goal, passable * discount * (max of v
+    over the 4 neighbours)) follow, so with the right passability v = discount ** (the
+    shortest-path distance to the object). The max-propagation is what an MLP over the
+    grid struggles to learn from imitation alone (measured: a transformer with an MLP
+    encoder leaves 20% of greedy PinPad steps off the shortest path). Returns, for each
+    object and each of the agent's four neighbours (the env's action order), how many steps
+    longer the path through that neighbour is than the best one (0 for the best, clamped
+    at -limit), and the neighbour's value. The cells must not change within a sequence
+    (PinPad's walls and colours never move): one plan serves all its steps.
+    """
+
+    limit = 8.0
+
+    def __init__(
+        self, cell_channels: int, goal_channels: slice, steps: int, discount: float = 0.8
+    ) -> None:
+        super().__init__()
+        self.goal_channels, self.steps = goal_channels, steps
+        self.discount, self.log_discount = discount, math.log(discount)
+        planes = goal_channels.stop - goal_channels.start
+        self.passable = nn.Conv2d(cell_channels, planes, 1)
+        nn.init.constant_(self.passable.bias, 2.0)  # most cells are free
+        self.features = 2 * len(MOVES) * planes
+        offsets = torch.tensor(MOVES)
+        self.register_buffer("row_offset", offsets[:, 0], persistent=False)
+        self.register_buffer("col_offset", offsets[:, 1], persistent=False)
+
+    def values(self, cells: torch.Tensor) -> torch.Tensor:
+        """cells (N, C, G, G), the agent left out -> v (N, planes, G, G)."""
+        goal = cells[:, self.goal_channels]
+        passable = torch.sigmoid(self.passable(cells)) * self.discount
+        v = goal
+        for _ in range(self.steps):
+            p = F.pad(v, (1, 1, 1, 1))
+            best = torch.maximum(
+                torch.maximum(p[..., :-2, 1:-1], p[..., 2:, 1:-1]),
+                torch.maximum(p[..., 1:-1, :-2], p[..., 1:-1, 2:]),
+            )
+            v = torch.maximum(goal, passable * best)
+        return v
+
+    def forward(self, cells: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        """cells (B, C, G, G) without the agent, the agent at (row, col) (B, T) ->
+        (B, T, features): one plan per sequence, read wherever the agent stands."""
+        padded = F.pad(self.values(cells), (1, 1, 1, 1))  # off the grid: value 0
+        b = torch.arange(len(cells), device=cells.device)[:, None, None]
+        rows = row[..., None] + 1 + self.row_offset  # (B, T, 4)
+        cols = col[..., None] + 1 + self.col_offset
+        values = padded.permute(0, 2, 3, 1)[b, rows, cols]  # (B, T, 4, planes)
+        steps = values.clamp(min=1e-6).log() / -self.log_discount
+        longer = (steps - steps.amax(2, keepdim=True)).clamp(min=-self.limit)
+        return torch.cat([longer.flatten(2), values.flatten(2)], dim=2)
+
+
 class PinPadEncoder(nn.Module):
     """PinPad's one-hot grid seen from the agent, then a two-layer MLP.
 
     The grid is re-centred on the agent in a (2G-1) x (2G-1) window, with a channel that
     marks cells inside the grid, so "the colour two cells to my right" is one fixed input
     wherever the agent stands. Anything after the grid (the task, with task_in_obs) is
-    appended as it is.
+    appended as it is. With `config.plan_steps` > 0, a ValueIteration module over the grid
+    adds, for each colour, how much longer each move makes the way there.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -147,6 +209,11 @@ class PinPadEncoder(nn.Module):
         self.grid, self.extra = slice(*layout["grid"]), slice(*layout["extra"])
         view = 2 * self.size - 1
         features = view * view * self.channels + (self.extra.stop - self.extra.start)
+        self.planner = None
+        if config.plan_steps:
+            goals = slice(*layout["colour_channels"])
+            self.planner = ValueIteration(self.channels - 1, goals, config.plan_steps)
+            features += self.planner.features
         self.register_buffer("window", torch.arange(view), persistent=False)
         self.net = nn.Sequential(
             nn.Linear(features, config.width), nn.GELU(), nn.Linear(config.width, config.width)
@@ -171,8 +238,12 @@ class PinPadEncoder(nn.Module):
         rows = (row[:, None] + self.window)[:, :, None]
         cols = (col[:, None] + self.window)[:, None, :]
         view = padded[torch.arange(len(x), device=x.device)[:, None, None], rows, cols]
-        features = torch.cat([view.flatten(1), x[:, self.extra]], dim=1)
-        return self.net(features).view(b, t, -1)
+        parts = [view.flatten(1), x[:, self.extra]]
+        if self.planner is not None:  # walls and colours never move within an episode
+            first = rearrange(cells[..., :-1], "(b t) h w c -> b t c h w", b=b)[:, 0]
+            plan = self.planner(first, row.view(b, t), col.view(b, t))
+            parts.append(plan.flatten(0, 1))
+        return self.net(torch.cat(parts, dim=1)).view(b, t, -1)
 
 
 class ImageEncoder(nn.Module):

@@ -126,3 +126,58 @@ def test_pinpad_encoder_sees_the_grid_from_the_agent():
             assert seen[-1] == 1  # inside the grid
             np.testing.assert_array_equal(seen[:12].numpy(), grid[r, c, :12])
     assert view[..., -1].sum() == 49  # everything else is outside
+
+
+def expert_episodes(num_envs=4, steps=8, seed=0, **env_kwargs):
+    """Observations and actions of the PinPad expert: real layouts that stay put (no task
+    is done in 8 steps, so no env resets)."""
+    from metacontroller_envs.pinpad.expert import PinPadExpert
+
+    envs = gym.make_vec("PinPad-v0", num_envs=num_envs, **env_kwargs)
+    expert = PinPadExpert(envs, seed=seed)
+    obs, _ = envs.reset(seed=seed)
+    observations, actions, optimal = [], [], []
+    for _ in range(steps):
+        observations.append(obs)
+        optimal.append(expert.action_masks()[0])
+        actions.append(expert.act())
+        obs, *_ = envs.step(actions[-1])
+    return envs, np.stack(observations, 1), np.stack(actions, 1), np.stack(optimal, 1)
+
+
+def test_planner_with_the_right_passability_finds_every_shortest_path():
+    """Walls and colours other than the goal block the way (the expert's rule): the moves the
+    planner rates 0 steps longer are exactly the expert's optimal moves."""
+    model, _ = tiny("PinPad-v0", plan_steps=24)
+    planner = model.encoder.planner
+    walls, colours = 4, 8
+    with torch.no_grad():
+        weight = torch.full((colours, walls + colours), -60.0)
+        weight[:, walls:] += 60.0 * torch.eye(colours)
+        planner.passable.weight.copy_(weight[:, :, None, None])
+        planner.passable.bias.fill_(30.0)
+    envs, obs, _, optimal = expert_episodes(num_envs=16, steps=1)
+    batch = envs.unwrapped.batch
+    next_colour = batch.task[batch.rows, batch.progress]
+    grid = torch.as_tensor(obs[:, 0]).float().view(-1, 7, 7, 13)
+    agent = grid[..., 12].flatten(1).argmax(1)
+    cells = grid[..., :12].permute(0, 3, 1, 2)
+    with torch.no_grad():
+        features = planner(cells, (agent // 7)[:, None], (agent % 7)[:, None])[:, 0]
+    longer = features[:, : 4 * colours].view(-1, 4, colours)
+    best = longer[torch.arange(16), :, torch.as_tensor(next_colour)] > -0.5
+    np.testing.assert_array_equal(best.numpy(), optimal[:, 0])
+    assert not optimal.all()  # the check can fail: some moves are not optimal
+
+
+def test_planner_kv_cache_decoding_equals_the_full_sequence():
+    model, _ = tiny("PinPad-v0", plan_steps=8)
+    _, obs, actions, _ = expert_episodes()
+    obs, prev = torch.as_tensor(obs), model.previous_actions(torch.as_tensor(actions))
+    with torch.no_grad():
+        full = model(obs, prev)
+        cache = model.new_cache(obs.shape[0])
+        steps = [model.step(obs[:, t], prev[:, t], cache) for t in range(obs.shape[1])]
+    torch.testing.assert_close(
+        torch.cat([s.action for s in steps], 1), full.action, atol=1e-5, rtol=1e-4
+    )

@@ -52,6 +52,7 @@ def pinpad_obs_layout(config: PinPadConfig) -> dict[str, Any]:
         "kind": "pinpad",
         "grid_shape": (config.grid_size, config.grid_size, config.num_channels),
         "agent_channel": config.agent_channel,
+        "colour_channels": slice(config.num_walls, config.num_walls + config.num_colours),
         "grid": slice(0, grid),
         "extra": slice(grid, config.obs_size),  # the task and progress with task_in_obs
     }

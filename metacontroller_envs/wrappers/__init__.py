@@ -1,0 +1,12 @@
+"""Wrappers of the suite's envs. `LatentActionWrapper` turns the metacontroller's latent code
+into the action space; it reaches the agent only through the `LatentController` Protocol,
+so importing this package never loads torch."""
+
+from metacontroller_envs.wrappers.latent import (
+    LatentActionVectorWrapper,
+    LatentActionWrapper,
+    LatentController,
+    check_codes,
+)
+
+__all__ = ["LatentActionVectorWrapper", "LatentActionWrapper", "LatentController", "check_codes"]
