@@ -1,4 +1,5 @@
-"""The agent's `mcenv` subcommands: `train bc` and `eval` (imported only when they run)."""
+"""The agent's `mcenv` subcommands: `train bc|discover|internal-rl`, `eval` and `analyze`
+(imported only when they run)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,26 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     discover.add_argument("--resume", action="store_true", help="continue the run in --out")
     discover.add_argument("--overwrite", action="store_true", help="replace --out")
     discover.set_defaults(run=train_discover_command)
+    rl = stages.add_parser("internal-rl", help="RL on the MetaController's codes (or a baseline)")
+    rl.add_argument("--checkpoint", help="discovery checkpoint (from train discover)")
+    rl.add_argument("--config", default=None, help="JSON file of InternalRLConfig fields")
+    rl.add_argument("--env", default=None, help="default: PinPad-Posttrain-v0")
+    rl.add_argument("--episodes", type=int, default=None, help="budget in episodes")
+    rl.add_argument("--batch-episodes", type=int, default=None, help="episodes per update")
+    rl.add_argument("--num-envs", type=int, default=None, help="episodes side by side")
+    rl.add_argument("--lr", type=float, default=None)
+    rl.add_argument("--advantage", default=None, choices=["batch", "group"],
+                    help="normalise returns over the batch or per layout group (GRPO)")  # fmt: skip
+    rl.add_argument("--force-switch", action="store_true", default=None,
+                    help="ablation: beta = 1, a new code every step")  # fmt: skip
+    rl.add_argument("--raw-actions", action="store_true", default=None,
+                    help="baseline: the same RL on the base model's actions")  # fmt: skip
+    rl.add_argument("--seed", type=int, default=None)
+    rl.add_argument("--device", default=None, help="cpu, cuda or auto")
+    rl.add_argument("--out", default="checkpoints/internal_rl.pt", help="checkpoint path")
+    rl.add_argument("--resume", action="store_true", help="continue the run in --out")
+    rl.add_argument("--overwrite", action="store_true", help="replace --out")
+    rl.set_defaults(run=train_internal_rl_command)
     evaluate = commands.add_parser("eval", help="roll a trained agent out and report success")
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--env", default=None, help="default: the env it was trained on")
@@ -138,6 +159,30 @@ def train_discover_command(args: argparse.Namespace) -> int:
         device=args.device,
     )
     path = train_discovery(config, Path(args.out), resume=args.resume, overwrite=args.overwrite)
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def train_internal_rl_command(args: argparse.Namespace) -> int:
+    from agents.config import InternalRLConfig, load_config
+    from agents.internal_rl import train_internal_rl
+
+    config = load_config(
+        InternalRLConfig,
+        args.config,
+        checkpoint=args.checkpoint,
+        env=args.env,
+        episodes=args.episodes,
+        batch_episodes=args.batch_episodes,
+        num_envs=args.num_envs,
+        lr=args.lr,
+        advantage=args.advantage,
+        force_switch=args.force_switch,
+        raw_actions=args.raw_actions,
+        seed=args.seed,
+        device=args.device,
+    )
+    path = train_internal_rl(config, Path(args.out), resume=args.resume, overwrite=args.overwrite)
     print(f"checkpoint: {path}")
     return 0
 

@@ -281,6 +281,74 @@ class DiscoveryConfig:
             )
 
 
+ADVANTAGES = ("batch", "group")
+
+
+@dataclass
+class InternalRLConfig:
+    """Internal RL (the paper's App. C.5): RL on the MetaController's codes z, with the base
+    model, the switching unit and the decoder counted as the environment."""
+
+    checkpoint: str
+    """Discovery checkpoint (from `mcenv train discover`): the base model and MetaController."""
+    env: str = "PinPad-Posttrain-v0"
+    """The task to learn (a registered env id with a vector entry point)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of gym.make_vec for `env` (e.g. {"task": "0-1"})."""
+    episodes: int = 20000
+    """Budget: episodes played in all."""
+    batch_episodes: int = 128
+    """Episodes per policy update."""
+    num_envs: int = 64
+    """Episodes played side by side (at most batch_episodes; it must divide it)."""
+    epochs: int = 4
+    """Passes of the clipped objective over each batch."""
+    lr: float = 3e-4
+    """Adam learning rate of the policy (the paper picks from 3e-6 .. 3e-4)."""
+    clip: float = 0.2
+    """PPO's ratio clipping."""
+    hidden: int = 64
+    """Units of the policy's recurrent layer."""
+    advantage: str = "batch"
+    """"batch": (R - mean) / (std + 1e-3) over the batch (the paper's); "group": the same
+    within groups of `group_size` episodes played on one layout (GRPO)."""
+    group_size: int = 8
+    """Episodes per layout with advantage="group"."""
+    threshold: float = 0.5
+    """A new code is drawn where beta_t > threshold (the paper's 0.5)."""
+    force_switch: bool = False
+    """Ablation: beta = 1 at every step, so a new code every step (no temporal abstraction)."""
+    raw_actions: bool = False
+    """Baseline: the same algorithm on the base model's own action distribution (the
+    MetaController off), fine-tuning the whole base model."""
+    checkpoint_every: int = 20
+    """Updates between checkpoints."""
+    seed: int = 0
+    """Seeds the policy's initialisation, the layouts and the sampled codes."""
+    device: str = "auto"
+    """"cpu", "cuda" or "auto"."""
+
+    def __post_init__(self) -> None:
+        for name in ("episodes", "batch_episodes", "num_envs", "epochs", "hidden",
+                     "group_size", "checkpoint_every"):  # fmt: skip
+            check_count(name, getattr(self, name))
+        if self.batch_episodes % self.num_envs:
+            raise ValueError(
+                f"num_envs ({self.num_envs}) must divide batch_episodes "
+                f"({self.batch_episodes}): each env plays the same number of episodes"
+            )
+        if self.advantage not in ADVANTAGES:
+            raise ValueError(f"advantage must be one of {list(ADVANTAGES)}, got {self.advantage!r}")
+        if self.advantage == "group" and self.num_envs % self.group_size:
+            raise ValueError(
+                f"group_size ({self.group_size}) must divide num_envs ({self.num_envs})"
+            )
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
+        if not (self.lr > 0 and 0 < self.clip < 1):
+            raise ValueError(f"need lr > 0 and 0 < clip < 1, got lr={self.lr}, clip={self.clip}")
+
+
 def load_config(cls: type, path: str | Path | None, **overrides: Any) -> Any:
     """A config from a JSON file of its fields (unknown keys are an error), then overrides."""
     values: dict[str, Any] = {}

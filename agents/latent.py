@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from agents.config import ModelConfig
+from agents.config import MetaControllerConfig, ModelConfig
 from agents.data import resolve_device
 from agents.metacontroller import MetaController
 from agents.transformer import CausalTransformer, SelfAttention, rotate
@@ -85,18 +85,25 @@ class LatentAgent:
     greedy choice (argmax, or the Gaussian mean), or with `sample` drawn from its action
     distribution with a torch.Generator seeded by `seed` (and reseeded by `reset(seed=)`).
     The modules are moved to `device`, put in eval mode and run under torch.no_grad.
+    With `meta=None` the base model acts alone (codes are ignored, beta is always 1): the
+    raw-action baseline of internal RL. `last_log_prob` holds log p(a_t) of the last `act`.
     """
 
     def __init__(
         self,
         base: CausalTransformer,
-        meta: MetaController,
+        meta: MetaController | None,
         num_envs: int = 1,
         device: str | torch.device = "cpu",
         sample: bool = False,
         seed: int = 0,
     ) -> None:
         check_count("num_envs", num_envs)
+        if meta is None:  # the base model alone (raw-action RL): no codes, no switch
+            meta = MetaController(MetaControllerConfig.for_base(base.config))
+            self.control = False
+        else:
+            self.control = True
         if meta.config.width != base.config.width:
             raise ValueError(
                 f"the MetaController reads width {meta.config.width}, the base model's "
@@ -176,7 +183,10 @@ class LatentAgent:
         obs = torch.as_tensor(np.asarray(observations), device=self.device)
         x = self.base.embed(obs[:, None], self.previous[index][:, None])
         x = self._blocks(range(self.layer), x, rows, index)
-        e, beta = self.meta.gate_step(x, self.h[index], self.z[index], self.started[index])
+        if self.control:
+            e, beta = self.meta.gate_step(x, self.h[index], self.z[index], self.started[index])
+        else:
+            e, beta = x[:, 0].float(), torch.ones(len(index), device=self.device)
         self.stream[index], self.e[index] = x[:, 0], e
         return x[:, 0].float().cpu().numpy(), beta.float().cpu().numpy()
 
@@ -187,13 +197,16 @@ class LatentAgent:
         index = self._index(rows)
         if z is not None:
             self.z[index] = torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device)
-        stream = self.stream[index][:, None]
-        x, self.h[index] = self.meta.control_step(
-            stream, self.e[index], self.h[index], self.z[index]
-        )
+        x = self.stream[index][:, None]
+        if self.control:
+            x, self.h[index] = self.meta.control_step(
+                x, self.e[index], self.h[index], self.z[index]
+            )
         self.started[index] = True
         x = self._blocks(range(self.layer, self.base.config.depth), x, rows, index)
-        action = self._choose(self.base.heads(x).action[:, 0])
+        logits = self.base.heads(x).action[:, 0]
+        action = self._choose(logits)
+        self.last_log_prob = self.base.action_distribution(logits.float()).log_prob(action)
         self.previous[index] = action
         self.cache.lengths[index] += 1
         return action.cpu().numpy()

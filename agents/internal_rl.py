@@ -1,0 +1,297 @@
+"""Internal RL (Kobayashi et al. 2025, App. C.5): reinforcement learning on the
+MetaController's codes z, with the frozen base model, the switching unit and the decoder
+counted as the environment.
+
+A causal policy pi(z | e_1..t) (one GRU layer over the residual embeddings e at the
+steps where it chose a code) draws a new code only where the switch fires (beta_t >
+threshold); in between the code in force keeps steering the base model. The objective is
+PPO's clipped one with no critic: the advantage of every choice in an episode is the
+episode's return normalised over the batch, (R - mean) / (std + 1e-3), or over groups of
+episodes played on the same layout (GRPO, `advantage="group"`).
+
+Baselines through the same loop: `force_switch` (beta = 1: a new code every step, no
+temporal abstraction) and `raw_actions` (the same algorithm on the base model's own
+action distribution, the whole base model trained, the MetaController off).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from agents.analysis import load_metacontroller
+from agents.checkpoint import save_checkpoint
+from agents.config import InternalRLConfig
+from agents.data import resolve_device
+from agents.latent import LatentAgent
+from agents.train import check_new_run, load_run
+
+#: Added to the return's standard deviation when normalising (the paper's 1e-3).
+ADVANTAGE_EPS = 1e-3
+
+
+class LatentPolicy(nn.Module):
+    """pi(z_t | e_1..t): a GRU over the embeddings at the choice points, then a Gaussian.
+
+    The mean starts at 0 and the standard deviation at 1: before any update the policy is
+    the MetaController's prior N(0, I), which is how the paper explores at first.
+    """
+
+    def __init__(self, width: int, latent_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.gru = nn.GRU(width, hidden, batch_first=True)
+        self.mean = nn.Linear(hidden, latent_dim)
+        nn.init.zeros_(self.mean.weight)
+        nn.init.zeros_(self.mean.bias)
+        self.log_std = nn.Parameter(torch.zeros(latent_dim))
+
+    def distribution(self, e: torch.Tensor, h: torch.Tensor | None = None):
+        """e (B, K, width) in choice order -> (Normal over z (B, K, n_z), last h)."""
+        out, h = self.gru(self.norm(e), h)
+        return torch.distributions.Normal(self.mean(out), self.log_std.exp()), h
+
+    def log_prob(self, e: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """(B, K) log pi(z_k | e_1..k) of whole episodes' choices (padding gives garbage)."""
+        dist, _ = self.distribution(e)
+        return dist.log_prob(z).sum(-1)
+
+
+@dataclass
+class Episodes:
+    """A batch of finished episodes, padded to the longest: the choices and what came of
+    them. For internal RL a choice is a code z at a switch; for raw actions it is a_t."""
+
+    inputs: torch.Tensor  # (B, K, ...) e at each choice, or the observations
+    choices: torch.Tensor  # (B, K, ...) z, or the actions
+    log_prob: torch.Tensor  # (B, K) log-probability when played
+    mask: torch.Tensor  # (B, K) real choices
+    returns: np.ndarray  # (B,)
+    success: np.ndarray  # (B,) bool
+    lengths: np.ndarray  # (B,) primitive steps
+    groups: np.ndarray  # (B,) the layout group of each episode (for GRPO)
+
+
+def normalised_advantages(returns: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """(R - mean) / (std + 1e-3), over the batch, or within each group when given."""
+    returns = np.asarray(returns, dtype=np.float64)
+    if groups is None:
+        return (returns - returns.mean()) / (returns.std() + ADVANTAGE_EPS)
+    advantages = np.empty_like(returns)
+    for group in np.unique(groups):
+        members = groups == group
+        r = returns[members]
+        advantages[members] = (r - r.mean()) / (r.std() + ADVANTAGE_EPS)
+    return advantages
+
+
+def clipped_policy_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float,
+) -> torch.Tensor:
+    """PPO's clipped surrogate, negated, averaged over real choices; no critic: each
+    choice (B, K) takes its episode's advantage (B,)."""
+    ratio = (log_prob - old_log_prob).exp()
+    advantage = advantages[:, None]
+    surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage)
+    weights = mask.to(surrogate.dtype)
+    return -(surrogate * weights).sum() / weights.sum().clamp(min=1)
+
+
+def pad(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad (K_i, ...) tensors to (B, K, ...), with the mask of real entries."""
+    longest = max(len(s) for s in sequences)
+    out = sequences[0].new_zeros((len(sequences), longest, *sequences[0].shape[1:]))
+    mask = torch.zeros(len(sequences), longest, dtype=torch.bool)
+    for i, s in enumerate(sequences):
+        out[i, : len(s)], mask[i, : len(s)] = s, True
+    return out, mask
+
+
+class InternalRL:
+    """The agent, its trained part and the rollouts of one run (internal RL or a baseline)."""
+
+    def __init__(self, config: InternalRLConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        base, meta, _ = load_metacontroller(config.checkpoint, self.device)
+        if config.force_switch:
+            meta.config = dataclasses.replace(meta.config, force_switch=True)
+        self.raw = config.raw_actions
+        self.agent = LatentAgent(
+            base, None if self.raw else meta, config.num_envs, self.device, sample=self.raw
+        )
+        self.envs = gym.make_vec(
+            config.env, num_envs=config.num_envs, autoreset_mode="SameStep", **config.env_kwargs
+        )
+        if not isinstance(self.envs.single_action_space, gym.spaces.Discrete):
+            raise ValueError(f"internal RL here needs discrete actions, got {self.envs}")
+        torch.manual_seed(config.seed)
+        if self.raw:
+            self.trained: nn.Module = base
+        else:
+            self.trained = LatentPolicy(base.config.width, meta.config.latent_dim, config.hidden)
+        self.trained.to(self.device)
+        self.generator = torch.Generator(device=self.device)
+
+    @torch.no_grad()
+    def collect(self, iteration: int) -> Episodes:
+        """batch_episodes episodes, num_envs at a time, each env playing the same number."""
+        c, n = self.config, self.config.num_envs
+        rows = np.arange(n)
+        seed = c.seed * 1_000_003 + iteration * 7919
+        group_of_row = rows // c.group_size if c.advantage == "group" else rows
+        obs, _ = self.envs.reset(seed=[int(seed + g) for g in group_of_row])
+        self.generator.manual_seed(seed)
+        self.agent.reset(rows, seed=seed)
+        quota = np.full(n, c.batch_episodes // n)
+        h = torch.zeros(1, n, c.hidden, device=self.device)
+        codes = torch.zeros(n, self.agent.latent_dim, device=self.device)
+        inputs, choices, log_probs = ([[] for _ in rows] for _ in range(3))
+        reward = np.zeros(n)
+        steps = np.zeros(n, dtype=np.int64)
+        finished: list[tuple] = []
+        active = quota > 0
+        while active.any():
+            live = np.flatnonzero(active)
+            e, beta = self.agent.observe(obs[live], live)
+            if self.raw:
+                actions = self.agent.act(live, None)
+                for k, row in enumerate(live):
+                    inputs[row].append(torch.as_tensor(obs[row]))
+                    choices[row].append(torch.as_tensor(actions[k]))
+                    log_probs[row].append(float(self.agent.last_log_prob[k]))
+            else:
+                fire = np.flatnonzero(beta > c.threshold) if c.threshold else np.arange(len(live))
+                if fire.size:
+                    chosen = live[fire]
+                    e_t = torch.as_tensor(e[fire], device=self.device)[:, None]
+                    dist, h_new = self.trained.distribution(e_t, h[:, chosen].contiguous())
+                    noise = torch.randn(dist.mean.shape, generator=self.generator,
+                                        device=self.device)  # fmt: skip
+                    z = dist.mean + dist.stddev * noise
+                    log_p = dist.log_prob(z).sum(-1)[:, 0]
+                    h[:, chosen], codes[chosen] = h_new, z[:, 0]
+                    for k, row in enumerate(chosen):
+                        inputs[row].append(e_t[k, 0].cpu())
+                        choices[row].append(z[k, 0].cpu())
+                        log_probs[row].append(float(log_p[k]))
+                actions = self.agent.act(live, codes[live].cpu().numpy())
+            all_actions = np.zeros(n, dtype=np.int64)
+            all_actions[live] = actions
+            obs, r, terminated, truncated, _ = self.envs.step(all_actions)
+            reward[live] += r[live]
+            steps[live] += 1
+            ended = live[(terminated | truncated)[live]]
+            for row in ended:  # sparse rewards: an episode succeeds when it earns any
+                finished.append(
+                    (torch.stack(inputs[row]), torch.stack(choices[row]),
+                     torch.tensor(log_probs[row]), reward[row], reward[row] > 0, steps[row],
+                     group_of_row[row])
+                )  # fmt: skip
+                inputs[row], choices[row], log_probs[row] = [], [], []
+                reward[row], steps[row] = 0.0, 0
+                quota[row] -= 1
+                h[:, row] = 0.0
+            if ended.size:
+                self.agent.reset(ended)
+            active = quota > 0
+        columns = list(zip(*finished, strict=True))
+        inputs_padded, mask = pad(list(columns[0]))
+        return Episodes(
+            inputs=inputs_padded.to(self.device),
+            choices=pad(list(columns[1]))[0].to(self.device),
+            log_prob=pad(list(columns[2]))[0].to(self.device),
+            mask=mask.to(self.device),
+            returns=np.array(columns[3], dtype=np.float64),
+            success=np.array(columns[4], dtype=bool),
+            lengths=np.array(columns[5], dtype=np.int64),
+            groups=np.array(columns[6], dtype=np.int64),
+        )
+
+    def log_prob(self, episodes: Episodes) -> torch.Tensor:
+        """(B, K) log-probabilities of the played choices under the current parameters."""
+        if not self.raw:
+            return self.trained.log_prob(episodes.inputs, episodes.choices)
+        base = self.trained
+        logits = base(episodes.inputs, base.previous_actions(episodes.choices)).action
+        return base.action_distribution(logits).log_prob(episodes.choices)
+
+
+def train_internal_rl(
+    config: InternalRLConfig,
+    checkpoint: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    log: list[dict] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Run internal RL (or a baseline) for `config.episodes` episodes; the checkpoint holds
+    the trained policy and `log`-style history of success against episodes."""
+    checkpoint = Path(checkpoint)
+    check_new_run(checkpoint, resume, overwrite)
+    run = InternalRL(config)
+    optimizer = torch.optim.Adam(run.trained.parameters(), lr=config.lr)
+    history: list[dict] = []
+    start = 0
+    if resume and checkpoint.exists():
+        saved = load_run(checkpoint, "internal_rl", config, run.device)
+        run.trained.load_state_dict(saved["policy"])
+        optimizer.load_state_dict(saved["optimizer"])
+        history, start = saved["history"], saved["iteration"]
+
+    def save(iteration: int) -> None:
+        save_checkpoint(checkpoint, "internal_rl", train_config=dataclasses.asdict(config),
+                        policy=run.trained.state_dict(), optimizer=optimizer.state_dict(),
+                        history=history, iteration=iteration)  # fmt: skip
+
+    iterations = -(-config.episodes // config.batch_episodes)
+    bar = tqdm(range(start, iterations), initial=start, total=iterations,
+               desc="internal rl", disable=not progress)  # fmt: skip
+    clock = time.perf_counter()
+    for iteration in bar:
+        episodes = run.collect(iteration)
+        groups = episodes.groups if config.advantage == "group" else None
+        advantages = torch.as_tensor(
+            normalised_advantages(episodes.returns, groups), dtype=torch.float32,
+            device=run.device,
+        )  # fmt: skip
+        run.trained.train()
+        for _ in range(config.epochs):
+            loss = clipped_policy_loss(
+                run.log_prob(episodes), episodes.log_prob, advantages, episodes.mask, config.clip
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        run.trained.eval()
+        metrics = {
+            "iteration": iteration + 1,
+            "episodes": (iteration + 1) * config.batch_episodes,
+            "success": float(episodes.success.mean()),
+            "return": float(episodes.returns.mean()),
+            "length": float(episodes.lengths.mean()),
+            "choices_per_episode": float(episodes.mask.sum(1).float().mean()),
+            "env_steps": int(episodes.lengths.sum()),
+            "loss": loss.item(),
+            "seconds": time.perf_counter() - clock,
+        }
+        history.append(metrics)
+        if log is not None:
+            log.append(dict(metrics))
+        bar.set_postfix(success=f"{metrics['success']:.3f}",
+                        choices=f"{metrics['choices_per_episode']:.1f}")  # fmt: skip
+        if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == iterations:
+            save(iteration + 1)
+    return checkpoint

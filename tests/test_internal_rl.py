@@ -1,0 +1,148 @@
+"""Internal RL (issue 6, part 2): the objective by hand, the rollouts, the baselines, resume."""
+
+from dataclasses import asdict
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import metacontroller_envs  # noqa: F401
+from agents.checkpoint import load_checkpoint, model_state, save_checkpoint
+from agents.config import InternalRLConfig, MetaControllerConfig, ModelConfig
+from agents.internal_rl import (
+    InternalRL,
+    LatentPolicy,
+    clipped_policy_loss,
+    normalised_advantages,
+    train_internal_rl,
+)
+from agents.metacontroller import MetaController
+from agents.transformer import CausalTransformer
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def discovery_checkpoint(tmp_path_factory):
+    """A tiny random base model and MetaController, saved as `mcenv train discover` does;
+    its switch bias 0.5 fires every few steps."""
+    torch.manual_seed(0)
+    config = ModelConfig.for_env(gym.make("PinPad-v0"), "small", width=32, depth=2, heads=2,
+                                 mlp=64)  # fmt: skip
+    base = CausalTransformer(config).eval()
+    meta = MetaController(MetaControllerConfig.for_base(config)).eval()
+    with torch.no_grad():
+        meta.decoder[-1].weight.normal_(0, 0.5)
+        meta.switch_output.bias.fill_(0.5)
+    path = tmp_path_factory.mktemp("ck") / "discover.pt"
+    save_checkpoint(path, "discovery", **model_state(base), controller_config=asdict(meta.config),
+                    controller=meta.state_dict())  # fmt: skip
+    return str(path)
+
+
+def small_run(checkpoint, **overrides):
+    values = dict(checkpoint=checkpoint, env="PinPad-Posttrain-v0", episodes=16,
+                  batch_episodes=8, num_envs=4, epochs=2, hidden=16, device="cpu")  # fmt: skip
+    return InternalRLConfig(**{**values, **overrides})
+
+
+def test_advantages_are_returns_normalised_over_the_batch_or_the_group():
+    returns = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    expected = (returns - 2 / 3) / (np.std(returns) + 1e-3)
+    np.testing.assert_allclose(normalised_advantages(returns), expected)
+    grouped = normalised_advantages(returns, groups=np.array([0, 0, 0, 1, 1, 1]))
+    first = (returns[:3] - 1 / 3) / (np.std(returns[:3]) + 1e-3)
+    np.testing.assert_allclose(grouped, np.concatenate([first, np.zeros(3)]))
+
+
+def test_policy_loss_matches_a_hand_computation():
+    log_prob = torch.tensor([[0.0, np.log(1.5)], [np.log(0.5), 0.3]])
+    old = torch.zeros(2, 2)
+    advantages = torch.tensor([2.0, -1.0])
+    mask = torch.tensor([[True, True], [True, False]])
+    # ratios 1, 1.5 (episode 0, A = 2) and 0.5 (episode 1, A = -1); the masked one is ignored
+    # min(1 * 2, 1 * 2) = 2; min(1.5 * 2, 1.2 * 2) = 2.4; min(0.5 * -1, 0.8 * -1) = -0.8
+    expected = -(2.0 + 2.4 - 0.8) / 3
+    loss = clipped_policy_loss(log_prob, old, advantages, mask, clip=0.2)
+    assert loss.item() == pytest.approx(expected)
+
+
+def test_policy_starts_at_the_prior_and_steps_like_it_reads_sequences():
+    torch.manual_seed(0)
+    policy = LatentPolicy(width=12, latent_dim=3, hidden=5)
+    e, z = torch.randn(2, 4, 12), torch.randn(2, 4, 3)
+    prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    torch.testing.assert_close(policy.log_prob(e, z), prior)
+    with torch.no_grad():
+        policy.mean.weight.normal_()
+        whole, _ = policy.distribution(e)
+        h, means = None, []
+        for k in range(4):
+            dist, h = policy.distribution(e[:, k : k + 1], h)
+            means.append(dist.mean)
+    torch.testing.assert_close(torch.cat(means, 1), whole.mean)
+
+
+@pytest.mark.parametrize("mode", ["internal", "force_switch", "raw_actions"])
+def test_rollouts_play_every_episode_of_the_batch(discovery_checkpoint, mode):
+    extra = {"force_switch": True} if mode == "force_switch" else {}
+    if mode == "raw_actions":
+        extra = {"raw_actions": True}
+    run = InternalRL(small_run(discovery_checkpoint, **extra))
+    episodes = run.collect(iteration=0)
+    assert len(episodes.returns) == 8
+    choices = episodes.mask.sum(1).numpy()
+    assert (choices >= 1).all() and (choices <= episodes.lengths).all()
+    if mode == "internal":
+        assert (choices < episodes.lengths).any()  # codes last several steps
+    else:  # a choice every step
+        np.testing.assert_array_equal(choices, episodes.lengths)
+    # the stored log-probabilities are those of the policy that played
+    with torch.no_grad():
+        replay = run.log_prob(episodes)
+    torch.testing.assert_close(replay[episodes.mask], episodes.log_prob[episodes.mask],
+                               atol=1e-4, rtol=1e-4)  # fmt: skip
+    again = InternalRL(small_run(discovery_checkpoint, **extra)).collect(iteration=0)
+    np.testing.assert_array_equal(again.lengths, episodes.lengths)  # same seed, same result
+
+
+def test_group_advantage_plays_each_group_on_one_layout(discovery_checkpoint):
+    run = InternalRL(small_run(discovery_checkpoint, advantage="group", group_size=2))
+    run.collect(iteration=0)
+    walls = run.envs.unwrapped.batch.walls  # the layouts of the last episodes played
+    np.testing.assert_array_equal(walls[0], walls[1])
+    assert not np.array_equal(walls[0], walls[2])
+
+
+def test_training_updates_the_policy_logs_success_and_resumes(discovery_checkpoint, tmp_path):
+    # one colour to visit: random codes succeed now and then, so the returns differ
+    config = small_run(discovery_checkpoint, checkpoint_every=1, env="PinPad-v0",
+                       env_kwargs={"task": "0"})  # fmt: skip
+    log = []
+    path = train_internal_rl(config, tmp_path / "a.pt", progress=False, log=log)
+    assert [m["episodes"] for m in log] == [8, 16]
+    assert 0 < sum(m["success"] for m in log) < 2
+    trained = load_checkpoint(path, "internal_rl")
+    assert trained["policy"]["mean.weight"].abs().sum() > 0  # it moved from the prior
+    # interrupted after one update, then resumed: the same policy as one whole run
+    half = InternalRLConfig(**{**asdict(config), "episodes": 8})
+    train_internal_rl(half, tmp_path / "b.pt", progress=False)
+    saved = load_checkpoint(tmp_path / "b.pt", "internal_rl")
+    content = {k: v for k, v in saved.items() if k not in ("format", "format_version", "kind")}
+    save_checkpoint(tmp_path / "b.pt", "internal_rl", **{**content, "train_config": asdict(config)})
+    train_internal_rl(config, tmp_path / "b.pt", resume=True, progress=False)
+    resumed = load_checkpoint(tmp_path / "b.pt", "internal_rl")
+    for name, value in trained["policy"].items():
+        torch.testing.assert_close(resumed["policy"][name], value)
+
+
+def test_bad_configs_are_clear_errors(discovery_checkpoint):
+    with pytest.raises(ValueError, match="must divide batch_episodes"):
+        small_run(discovery_checkpoint, num_envs=3)
+    with pytest.raises(ValueError, match="advantage must be one of"):
+        small_run(discovery_checkpoint, advantage="critic")
+    with pytest.raises(ValueError, match="threshold must be in"):
+        small_run(discovery_checkpoint, threshold=2.0)
+    with pytest.raises(ValueError, match="corrupt or not a torch file"):
+        InternalRL(small_run(__file__))
