@@ -13,7 +13,7 @@ import torch
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode
 
-from agents.checkpoint import load_model
+from agents.checkpoint import load_model, write_atomically
 from agents.config import MetaControllerConfig
 from agents.data import to_torch
 from agents.metacontroller import (
@@ -161,12 +161,8 @@ def plot_switches(
         axis.set_ylabel("switch gate")
     axes[-1, 0].set_xlabel("time step (bar: ground-truth subgoal)")
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temp, dpi=100)
+    path = write_atomically(path, lambda temp: figure.savefig(temp, dpi=100, format="png"))
     plt.close(figure)
-    temp.replace(path)
     return path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +18,28 @@ FORMAT = "metacontroller-envs checkpoint"
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(path: str | Path, kind: str, **content: Any) -> Path:
-    """Write {format, version, kind, **content} to `path` via a temp file and a rename, so a
-    crash mid-write leaves the previous checkpoint intact."""
+def write_atomically(path: str | Path, write: Callable[[str], Any]) -> Path:
+    """Call write(temp) on a temp file beside `path`, then rename it over `path`: a crash
+    mid-write leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, **content}
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
+    )
     os.close(handle)
     try:
-        torch.save(payload, temp)
+        write(temp)
         os.replace(temp, path)
     finally:
         if os.path.exists(temp):
             os.remove(temp)
     return path
+
+
+def save_checkpoint(path: str | Path, kind: str, **content: Any) -> Path:
+    """Write {format, version, kind, **content} to `path` atomically."""
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, **content}
+    return write_atomically(path, lambda temp: torch.save(payload, temp))
 
 
 def load_checkpoint(path: str | Path, kind: str, device: str | torch.device = "cpu") -> dict:

@@ -1,9 +1,10 @@
-"""The agent's `mcenv` subcommands: `train bc|discover|internal-rl`, `eval` and `analyze`
+"""The agent's `mcenv` subcommands: `train bc|discover|internal-rl|sb3`, `eval` and `analyze`
 (imported only when they run)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import gymnasium as gym
@@ -69,6 +70,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     rl.add_argument("--resume", action="store_true", help="continue the run in --out")
     rl.add_argument("--overwrite", action="store_true", help="replace --out")
     rl.set_defaults(run=train_internal_rl_command)
+    sb3 = stages.add_parser("sb3", help="Stable-Baselines3 on the raw env or on the codes")
+    sb3.add_argument("--algo", default="ppo", choices=["ppo", "sac"])
+    sb3.add_argument("--env", default="PinPad-Posttrain-v0")
+    sb3.add_argument("--latent", default=None, metavar="CHECKPOINT",
+                     help="discovery checkpoint: act on its codes")  # fmt: skip
+    sb3.add_argument("--episodes", type=int, default=20000, help="budget in episodes")
+    sb3.add_argument("--every", type=int, default=100, help="episodes per logged point")
+    sb3.add_argument("--seed", type=int, default=0)
+    sb3.add_argument("--device", default="auto")
+    sb3.add_argument("--out", default="checkpoints/sb3.json", help="success history (JSON)")
+    sb3.set_defaults(run=train_sb3_command)
     evaluate = commands.add_parser("eval", help="roll a trained agent out and report success")
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--env", default=None, help="default: the env it was trained on")
@@ -184,6 +196,17 @@ def train_internal_rl_command(args: argparse.Namespace) -> int:
     )
     path = train_internal_rl(config, Path(args.out), resume=args.resume, overwrite=args.overwrite)
     print(f"checkpoint: {path}")
+    return 0
+
+
+def train_sb3_command(args: argparse.Namespace) -> int:
+    from agents.sb3_baselines import train_sb3
+
+    history = train_sb3(args.algo, args.env, args.episodes, args.latent, args.seed,
+                        args.device, args.every, args.out)  # fmt: skip
+    for point in history:
+        print(json.dumps(point))
+    print(f"history: {args.out}")
     return 0
 
 

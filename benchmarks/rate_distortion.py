@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from agents.analysis import infer_switches, load_metacontroller, switch_report
+from agents.checkpoint import write_atomically
 from agents.config import DiscoveryConfig
 from agents.data import to_torch
 from agents.metacontroller import controlled_forward
@@ -76,10 +76,8 @@ def plot(results: list[dict], path: Path, title: str) -> None:
     axis.set_ylabel("rate: KL per episode (nats)")
     axis.set_title(title, fontsize=9)
     figure.tight_layout()
-    temp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temp, dpi=120)
+    write_atomically(path, lambda temp: figure.savefig(temp, dpi=120, format="png"))
     plt.close(figure)
-    temp.replace(path)
 
 
 def main() -> None:
@@ -110,10 +108,8 @@ def main() -> None:
     name = "rate_distortion-cotrain" if args.cotrain else "rate_distortion"
     RESULTS.mkdir(exist_ok=True)
     record = {"config": dataclasses.asdict(config) | {"alpha": args.alphas}, "results": results}
-    handle, temp = tempfile.mkstemp(dir=RESULTS, suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
-        json.dump(record, file, indent=2)
-    os.replace(temp, RESULTS / f"{name}.json")
+    write_atomically(RESULTS / f"{name}.json",
+                     lambda temp: Path(temp).write_text(json.dumps(record, indent=2)))  # fmt: skip
     title = f"{'co-trained' if args.cotrain else 'frozen'} base, {args.steps} steps per alpha"
     plot(results, RESULTS / f"{name}.png", title)
     print(f"wrote {RESULTS / name}.json and .png")

@@ -1,5 +1,6 @@
 """Internal RL (issue 6, part 2): the objective by hand, the rollouts, the baselines, resume."""
 
+import json
 from dataclasses import asdict
 
 import gymnasium as gym
@@ -146,3 +147,24 @@ def test_bad_configs_are_clear_errors(discovery_checkpoint):
         small_run(discovery_checkpoint, threshold=2.0)
     with pytest.raises(ValueError, match="corrupt or not a torch file"):
         InternalRL(small_run(__file__))
+
+
+def test_commands_run_internal_rl_and_the_sb3_rows(discovery_checkpoint, tmp_path, capsys):
+    from metacontroller_envs.cli import main
+
+    rl = ["train", "internal-rl", "--checkpoint", discovery_checkpoint, "--env", "PinPad-v0",
+          "--episodes", "8", "--batch-episodes", "8", "--num-envs", "4", "--device", "cpu",
+          "--out", str(tmp_path / "rl.pt")]  # fmt: skip
+    assert main(rl) == 0
+    assert load_checkpoint(tmp_path / "rl.pt", "internal_rl")["history"][0]["episodes"] == 8
+    for algo, latent in [("ppo", []), ("sac", ["--latent", discovery_checkpoint])]:
+        out = tmp_path / f"{algo}.json"
+        sb3 = ["train", "sb3", "--algo", algo, "--env", "PinPad-v0", "--episodes", "4",
+               "--every", "2", "--device", "cpu", "--out", str(out), *latent]  # fmt: skip
+        assert main(sb3) == 0
+        history = json.loads(out.read_text())
+        assert [point["episodes"] for point in history] == [2, 4]
+        assert all(point["env_steps"] >= point["episodes"] for point in history)
+    capsys.readouterr()
+    assert main(["train", "sb3", "--algo", "sac", "--env", "PinPad-v0", "--episodes", "2"]) == 2
+    assert "SAC needs a continuous (Box) action space" in capsys.readouterr().err
