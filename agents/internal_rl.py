@@ -33,6 +33,7 @@ from agents.config import InternalRLConfig
 from agents.data import resolve_device
 from agents.latent import LatentAgent
 from agents.train import check_new_run, load_run
+from metacontroller_envs.wrappers import switch_fires
 
 #: Added to the return's standard deviation when normalising (the paper's 1e-3).
 ADVANTAGE_EPS = 1e-3
@@ -173,7 +174,7 @@ class InternalRL:
                     choices[row].append(torch.as_tensor(actions[k]))
                     log_probs[row].append(float(self.agent.last_log_prob[k]))
             else:
-                fire = np.flatnonzero(beta > c.threshold) if c.threshold else np.arange(len(live))
+                fire = np.flatnonzero(switch_fires(beta, c.threshold))
                 if fire.size:
                     chosen = live[fire]
                     e_t = torch.as_tensor(e[fire], device=self.device)[:, None]

@@ -27,11 +27,11 @@ ALGORITHMS = {"ppo": PPO, "sac": SAC}
 
 class EpisodeBudget(BaseCallback):
     """Counts finished episodes (from Monitor's info), logs success per `every` episodes
-    and stops training at `episodes`."""
+    (to `out` as it goes, if given) and stops training at `episodes`."""
 
-    def __init__(self, episodes: int, every: int) -> None:
+    def __init__(self, episodes: int, every: int, out: str | Path | None = None) -> None:
         super().__init__()
-        self.episodes, self.every = episodes, every
+        self.episodes, self.every, self.out = episodes, every, out
         self.returns: list[float] = []
         self.env_steps = 0
         self.history: list[dict[str, Any]] = []
@@ -51,7 +51,14 @@ class EpisodeBudget(BaseCallback):
                         "env_steps": self.env_steps,
                         "seconds": time.perf_counter() - self.clock,
                     })  # fmt: skip
+                    self.write()
         return len(self.returns) < self.episodes
+
+    def write(self) -> None:
+        """The history so far, as JSON, atomically: an interrupted run keeps its points."""
+        if self.out is not None:
+            text = json.dumps(self.history, indent=1)
+            write_atomically(self.out, lambda temp: Path(temp).write_text(text))
 
 
 def make_env(env_id: str, latent: str | None, device: str, seed: int) -> gym.Env:
@@ -91,9 +98,6 @@ def train_sb3(
             "drive it through the latent wrapper (--latent CHECKPOINT) or use ppo"
         )
     model = ALGORITHMS[algo]("MlpPolicy", env, seed=seed, device=torch_device, verbose=0)
-    budget = EpisodeBudget(episodes, every)
+    budget = EpisodeBudget(episodes, every, out)
     model.learn(total_timesteps=10**12, callback=budget)
-    if out is not None:
-        text = json.dumps(budget.history, indent=1)
-        write_atomically(out, lambda temp: Path(temp).write_text(text))
     return budget.history

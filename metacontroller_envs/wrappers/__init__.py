@@ -7,6 +7,13 @@ from metacontroller_envs.wrappers.latent import (
     LatentActionWrapper,
     LatentController,
     check_codes,
+    switch_fires,
 )
 
-__all__ = ["LatentActionVectorWrapper", "LatentActionWrapper", "LatentController", "check_codes"]
+__all__ = [
+    "LatentActionVectorWrapper",
+    "LatentActionWrapper",
+    "LatentController",
+    "check_codes",
+    "switch_fires",
+]

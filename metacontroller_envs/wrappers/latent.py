@@ -79,6 +79,13 @@ class LatentController(Protocol):
         ...
 
 
+def switch_fires(beta: np.ndarray, threshold: float) -> np.ndarray:
+    """The switch rule: beta > threshold; threshold 0 fires at every step."""
+    if threshold == 0.0:
+        return np.ones(len(beta), dtype=bool)
+    return np.asarray(beta) > threshold
+
+
 def check_codes(z: Any, shape: tuple[int, ...], bound: float | None) -> np.ndarray:
     """z as float32 of `shape`, clipped to +-bound; a ValueError for anything else."""
     try:
@@ -162,12 +169,6 @@ class _LatentEpisodes:
     def observation(self, row: int) -> Any:
         return self.embedding[row].copy() if self.residual else self.env_obs[row]
 
-    def fires(self, beta: np.ndarray) -> np.ndarray:
-        """The switch rule: beta > threshold; threshold 0 fires at every step."""
-        if self.threshold == 0.0:
-            return np.ones(len(beta), dtype=bool)
-        return np.asarray(beta) > self.threshold
-
     def reset(
         self,
         rows: np.ndarray,
@@ -220,7 +221,7 @@ class _LatentEpisodes:
                 embedding, beta = self.controller.observe(observations, rows[seen])
                 self.embedding[rows[seen]] = embedding
                 fired = np.zeros(len(moving), dtype=bool)
-                fired[np.searchsorted(moving, seen)] = self.fires(beta)
+                fired[np.searchsorted(moving, seen)] = switch_fires(beta, self.threshold)
                 stop |= fired
             moving = moving[~stop]
         self.live[rows[terminated | truncated]] = False
