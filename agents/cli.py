@@ -1,4 +1,4 @@
-"""The agent's `mcenv` subcommands: `train bc|discover|internal-rl|sb3`, `eval` and `analyze`
+"""The agent's `mcenv` subcommands: `train bc|discover|internal-rl|es|sb3`, `eval` and `analyze`
 (imported only when they run)."""
 
 from __future__ import annotations
@@ -70,6 +70,23 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     rl.add_argument("--resume", action="store_true", help="continue the run in --out")
     rl.add_argument("--overwrite", action="store_true", help="replace --out")
     rl.set_defaults(run=train_internal_rl_command)
+    es = stages.add_parser("es", help="evolution strategies on the MetaController's codes")
+    es.add_argument("--checkpoint", help="discovery checkpoint (from train discover)")
+    es.add_argument("--config", default=None, help="JSON file of EvolutionConfig fields")
+    es.add_argument("--env", default=None, help="default: PinPad-Posttrain-v0")
+    es.add_argument("--episodes", type=int, default=None, help="budget in episodes")
+    es.add_argument("--population", type=int, default=None, help="perturbations per update")
+    es.add_argument("--episodes-per-member", type=int, default=None)
+    es.add_argument("--sigma", type=float, default=None, help="perturbation scale")
+    es.add_argument("--lr", type=float, default=None)
+    es.add_argument("--force-switch", action="store_true", default=None,
+                    help="ablation: beta = 1, a new code every step")  # fmt: skip
+    es.add_argument("--seed", type=int, default=None)
+    es.add_argument("--device", default=None, help="cpu, cuda or auto")
+    es.add_argument("--out", default="checkpoints/es.pt", help="checkpoint path")
+    es.add_argument("--resume", action="store_true", help="continue the run in --out")
+    es.add_argument("--overwrite", action="store_true", help="replace --out")
+    es.set_defaults(run=train_evolution_command)
     sb3 = stages.add_parser("sb3", help="Stable-Baselines3 on the raw env or on the codes")
     sb3.add_argument("--algo", default="ppo", choices=["ppo", "sac"])
     sb3.add_argument("--env", default="PinPad-Posttrain-v0")
@@ -195,6 +212,29 @@ def train_internal_rl_command(args: argparse.Namespace) -> int:
         device=args.device,
     )
     path = train_internal_rl(config, Path(args.out), resume=args.resume, overwrite=args.overwrite)
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def train_evolution_command(args: argparse.Namespace) -> int:
+    from agents.config import EvolutionConfig, load_config
+    from agents.evolution import train_evolution
+
+    config = load_config(
+        EvolutionConfig,
+        args.config,
+        checkpoint=args.checkpoint,
+        env=args.env,
+        episodes=args.episodes,
+        population=args.population,
+        episodes_per_member=args.episodes_per_member,
+        sigma=args.sigma,
+        lr=args.lr,
+        force_switch=args.force_switch,
+        seed=args.seed,
+        device=args.device,
+    )
+    path = train_evolution(config, Path(args.out), resume=args.resume, overwrite=args.overwrite)
     print(f"checkpoint: {path}")
     return 0
 

@@ -62,6 +62,10 @@ class ModelConfig:
     """Observations are 0/1: the next-observation head uses a Bernoulli loss, else MSE."""
     plan_steps: int = 0
     """pinpad encoder: value-iteration rounds of its planner (0: no planner)."""
+    goal_head: bool = False
+    """With the planner: the action logits add sum_c p(c) * (how much longer move a makes
+    the way to colour c), p a softmax over colours read from the last layer. Which colour
+    to head for, the subgoal, becomes one choice in the residual stream."""
 
     def __post_init__(self) -> None:
         self.obs_shape = tuple(int(s) for s in self.obs_shape)
@@ -83,6 +87,8 @@ class ModelConfig:
             raise ValueError(
                 f"the image encoder needs (H, W, C) observations, got {self.obs_shape}"
             )
+        if self.goal_head and not (self.encoder == "pinpad" and self.plan_steps > 0):
+            raise ValueError("goal_head needs the pinpad encoder with a planner (plan_steps > 0)")
         if self.encoder in ("pinpad", "babyai") and not self.obs_layout:
             raise ValueError(f"the {self.encoder} encoder needs obs_layout (the env's)")
 
@@ -347,6 +353,69 @@ class InternalRLConfig:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
         if not (self.lr > 0 and 0 < self.clip < 1):
             raise ValueError(f"need lr > 0 and 0 < clip < 1, got lr={self.lr}, clip={self.clip}")
+
+
+@dataclass
+class EvolutionConfig:
+    """Evolution strategies (Salimans et al. 2017) over internal RL's latent policy: the
+    policy's weights are perturbed, each perturbation plays whole episodes with its mean
+    codes, and the weights move towards the perturbations that scored well."""
+
+    checkpoint: str
+    """Discovery checkpoint (from `mcenv train discover`): the base model and MetaController."""
+    env: str = "PinPad-Posttrain-v0"
+    """The task to learn (a registered env id with a vector entry point)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of gym.make_vec for `env`."""
+    episodes: int = 20000
+    """Budget: episodes played in all."""
+    population: int = 32
+    """Perturbations per update, in antithetic pairs (+eps, -eps): an even number."""
+    episodes_per_member: int = 4
+    """Episodes each perturbation plays per update; a pair plays the same layouts."""
+    sigma: float = 0.1
+    """Standard deviation of the weight perturbations."""
+    lr: float = 0.03
+    """Adam learning rate on the ES gradient estimate."""
+    weight_decay: float = 0.005
+    """L2 pull of the weights towards 0 (keeps them in the perturbations' scale)."""
+    hidden: int = 64
+    """Units of the policy's recurrent layer."""
+    threshold: float = 0.5
+    """A new code is chosen where beta_t > threshold."""
+    force_switch: bool = False
+    """Ablation: beta = 1 at every step."""
+    checkpoint_every: int = 20
+    """Updates between checkpoints."""
+    seed: int = 0
+    """Seeds the initial weights, the perturbations and the layouts."""
+    device: str = "auto"
+    """"cpu", "cuda" or "auto"."""
+
+    def __post_init__(self) -> None:
+        for name in ("episodes", "population", "episodes_per_member", "hidden",
+                     "checkpoint_every"):  # fmt: skip
+            check_count(name, getattr(self, name))
+        if self.population % 2:
+            raise ValueError(f"population must be even (antithetic pairs), got {self.population}")
+        if not (self.sigma > 0 and self.lr > 0 and self.weight_decay >= 0):
+            raise ValueError(
+                f"need sigma > 0, lr > 0 and weight_decay >= 0, got sigma={self.sigma}, "
+                f"lr={self.lr}, weight_decay={self.weight_decay}"
+            )
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
+
+    def rollouts(self) -> InternalRLConfig:
+        """The internal-RL config whose rollout machinery plays one update's episodes:
+        one env per (member, episode), so each env plays one episode."""
+        members = self.population * self.episodes_per_member
+        return InternalRLConfig(
+            checkpoint=self.checkpoint, env=self.env, env_kwargs=self.env_kwargs,
+            episodes=self.episodes, batch_episodes=members, num_envs=members,
+            hidden=self.hidden, threshold=self.threshold, force_switch=self.force_switch,
+            seed=self.seed, device=self.device,
+        )  # fmt: skip
 
 
 def load_config(cls: type, path: str | Path | None, **overrides: Any) -> Any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,12 @@ class Episodes:
     success: np.ndarray  # (B,) bool
     lengths: np.ndarray  # (B,) primitive steps
     groups: np.ndarray  # (B,) the layout group of each episode (for GRPO)
+    rows: np.ndarray  # (B,) the env row that played it (ES: which population member)
+
+
+#: Picks codes at the switches: (e (k, 1, width), GRU state (1, k, hidden), the k env rows)
+#: -> (z (k, n_z), log pi(z) (k,), new GRU state (1, k, hidden)).
+CodeChooser = Callable[[torch.Tensor, torch.Tensor, np.ndarray], tuple[torch.Tensor, ...]]
 
 
 def normalised_advantages(returns: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
@@ -146,13 +153,33 @@ class InternalRL:
         self.trained.to(self.device)
         self.generator = torch.Generator(device=self.device)
 
+    def sample_codes(
+        self, e: torch.Tensor, h: torch.Tensor, rows: np.ndarray
+    ) -> tuple[torch.Tensor, ...]:
+        """z ~ pi(. | e_1..t): the CodeChooser of internal RL."""
+        dist, h = self.trained.distribution(e, h)
+        noise = torch.randn(dist.mean.shape, generator=self.generator, device=self.device)
+        z = dist.mean + dist.stddev * noise
+        return z[:, 0], dist.log_prob(z).sum(-1)[:, 0], h
+
     @torch.no_grad()
-    def collect(self, iteration: int) -> Episodes:
-        """batch_episodes episodes, num_envs at a time, each env playing the same number."""
+    def collect(
+        self,
+        iteration: int,
+        choose: CodeChooser | None = None,
+        layout_of_row: np.ndarray | None = None,
+    ) -> Episodes:
+        """batch_episodes episodes, num_envs at a time, each env playing the same number.
+        Rows with the same `layout_of_row` entry play the same layouts (default: one per
+        row, or per group of rows for GRPO); `choose` picks the codes (default: sampling
+        the trained policy)."""
         c, n = self.config, self.config.num_envs
         rows = np.arange(n)
+        choose = self.sample_codes if choose is None else choose
         seed = c.seed * 1_000_003 + iteration * 7919
         group_of_row = rows // c.group_size if c.advantage == "group" else rows
+        if layout_of_row is not None:
+            group_of_row = np.asarray(layout_of_row)
         obs, _ = self.envs.reset(seed=[int(seed + g) for g in group_of_row])
         self.generator.manual_seed(seed)
         self.agent.reset(rows, seed=seed)
@@ -178,15 +205,11 @@ class InternalRL:
                 if fire.size:
                     chosen = live[fire]
                     e_t = torch.as_tensor(e[fire], device=self.device)[:, None]
-                    dist, h_new = self.trained.distribution(e_t, h[:, chosen].contiguous())
-                    noise = torch.randn(dist.mean.shape, generator=self.generator,
-                                        device=self.device)  # fmt: skip
-                    z = dist.mean + dist.stddev * noise
-                    log_p = dist.log_prob(z).sum(-1)[:, 0]
-                    h[:, chosen], codes[chosen] = h_new, z[:, 0]
+                    z, log_p, h_new = choose(e_t, h[:, chosen].contiguous(), chosen)
+                    h[:, chosen], codes[chosen] = h_new, z
                     for k, row in enumerate(chosen):
                         inputs[row].append(e_t[k, 0].cpu())
-                        choices[row].append(z[k, 0].cpu())
+                        choices[row].append(z[k].cpu())
                         log_probs[row].append(float(log_p[k]))
                 actions = self.agent.act(live, codes[live].cpu().numpy())
             all_actions = np.zeros(n, dtype=np.int64)
@@ -199,7 +222,7 @@ class InternalRL:
                 finished.append(
                     (torch.stack(inputs[row]), torch.stack(choices[row]),
                      torch.tensor(log_probs[row]), reward[row], reward[row] > 0, steps[row],
-                     group_of_row[row])
+                     group_of_row[row], row)
                 )  # fmt: skip
                 inputs[row], choices[row], log_probs[row] = [], [], []
                 reward[row], steps[row] = 0.0, 0
@@ -219,6 +242,7 @@ class InternalRL:
             success=np.array(columns[4], dtype=bool),
             lengths=np.array(columns[5], dtype=np.int64),
             groups=np.array(columns[6], dtype=np.int64),
+            rows=np.array(columns[7], dtype=np.int64),
         )
 
     def log_prob(self, episodes: Episodes) -> torch.Tensor:

@@ -28,6 +28,7 @@ from agents.data import resolve_device
 from agents.metacontroller import MetaController
 from agents.transformer import CausalTransformer, SelfAttention, rotate
 from metacontroller_envs.checks import check_count
+from metacontroller_envs.pinpad.core import MOVES
 
 
 class RowCache:
@@ -133,6 +134,10 @@ class LatentAgent:
         self.started = torch.zeros(n, dtype=torch.bool, device=self.device)
         self.stream = torch.zeros(n, c.width, device=self.device, dtype=dtype)  # e_t raw
         self.e = torch.zeros(n, c.width, device=self.device)  # e_t normalised
+        self.moves = None
+        if base.goal_head is not None:
+            planes = base.goal_head.out_features
+            self.moves = torch.zeros(n, len(MOVES), planes, device=self.device, dtype=dtype)
         self._every = np.arange(n)
 
     @classmethod
@@ -181,7 +186,9 @@ class LatentAgent:
         """The layers below the controlled one on o_t, then the switch gate: (e_t, beta_t)."""
         index = self._index(rows)
         obs = torch.as_tensor(np.asarray(observations), device=self.device)
-        x = self.base.embed(obs[:, None], self.previous[index][:, None])
+        x, moves = self.base.embed(obs[:, None], self.previous[index][:, None])
+        if moves is not None:  # the goal head's input, kept for act()
+            self.moves[index] = moves[:, 0]
         x = self._blocks(range(self.layer), x, rows, index)
         if self.control:
             e, beta = self.meta.gate_step(x, self.h[index], self.z[index], self.started[index])
@@ -204,7 +211,8 @@ class LatentAgent:
             )
         self.started[index] = True
         x = self._blocks(range(self.layer, self.base.config.depth), x, rows, index)
-        logits = self.base.heads(x).action[:, 0]
+        moves = None if self.moves is None else self.moves[index][:, None]
+        logits = self.base.heads(x, None, moves).action[:, 0]
         action = self._choose(logits)
         self.last_log_prob = self.base.action_distribution(logits.float()).log_prob(action)
         self.previous[index] = action

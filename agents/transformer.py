@@ -158,7 +158,14 @@ class ValueIteration(nn.Module):
         self.discount, self.log_discount = discount, math.log(discount)
         planes = goal_channels.stop - goal_channels.start
         self.passable = nn.Conv2d(cell_channels, planes, 1)
-        nn.init.constant_(self.passable.bias, 2.0)  # most cells are free
+        # start from "free cells pass, any object other than the plane's goal blocks"
+        # (PinPad's rule: walls block, and a wrong colour ends the episode); still learned
+        nn.init.constant_(self.passable.bias, 6.0)
+        with torch.no_grad():
+            weight = torch.full((planes, cell_channels), -12.0)
+            goals = torch.arange(planes)
+            weight[goals, goals + goal_channels.start] = 0.0
+            self.passable.weight.copy_(weight[..., None, None])
         self.features = 2 * len(MOVES) * planes
         offsets = torch.tensor(MOVES)
         self.register_buffer("row_offset", offsets[:, 0], persistent=False)
@@ -220,6 +227,11 @@ class PinPadEncoder(nn.Module):
         )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.encode(obs)[0]
+
+    def encode(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tokens (B, T, width) and, with a planner, its move scores (B, T, 4 moves, colours):
+        how many steps longer each move makes the way to each colour (0 for the best)."""
         b, t = obs.shape[:2]
         x = obs.reshape(b * t, -1).float()
         g = self.size
@@ -238,12 +250,13 @@ class PinPadEncoder(nn.Module):
         rows = (row[:, None] + self.window)[:, :, None]
         cols = (col[:, None] + self.window)[:, None, :]
         view = padded[torch.arange(len(x), device=x.device)[:, None, None], rows, cols]
-        parts = [view.flatten(1), x[:, self.extra]]
+        parts, moves = [view.flatten(1), x[:, self.extra]], None
         if self.planner is not None:  # walls and colours never move within an episode
             first = rearrange(cells[..., :-1], "(b t) h w c -> b t c h w", b=b)[:, 0]
             plan = self.planner(first, row.view(b, t), col.view(b, t))
             parts.append(plan.flatten(0, 1))
-        return self.net(torch.cat(parts, dim=1)).view(b, t, -1)
+            moves = plan[..., : self.planner.features // 2].unflatten(-1, (len(MOVES), -1))
+        return self.net(torch.cat(parts, dim=1)).view(b, t, -1), moves
 
 
 class ImageEncoder(nn.Module):
@@ -330,6 +343,11 @@ class CausalTransformer(nn.Module):
             self.action_head = nn.Linear(config.width, config.action_dim)
             self.log_std = nn.Parameter(torch.zeros(config.action_dim))
         self.obs_head = nn.Linear(config.width, config.obs_size)
+        self.goal_head = None
+        if config.goal_head:  # which colour to head for, read from the residual stream
+            planes = self.encoder.planner.passable.out_channels
+            self.goal_head = nn.Linear(config.width, planes)
+            self.goal_scale = nn.Parameter(torch.tensor(2.0))
         # predicts a_t from o_t's token alone, for an auxiliary training loss: history lets
         # a model copy the expert's last move, a shortcut that delays learning to act
         # from the observation; this head makes the encoder learn that map directly
@@ -345,17 +363,20 @@ class CausalTransformer(nn.Module):
         first = torch.full_like(actions[:, :1], self.start_action if self.discrete else 0)
         return torch.cat([first, actions[:, :-1]], dim=1)
 
-    def embed(self, obs: torch.Tensor, prev_actions: torch.Tensor) -> torch.Tensor:
+    def embed(
+        self, obs: torch.Tensor, prev_actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tokens (B, T, width), and the planner's move scores for the goal head (or None)."""
         shape = tuple(obs.shape[2:])
         if shape != self.config.obs_shape:
             raise ValueError(
                 f"observations of shape {shape} given to a model built for {self.config.obs_shape}"
             )
-        tokens = self.encoder(obs)
+        tokens, moves = self.encoder.encode(obs) if self.goal_head else (self.encoder(obs), None)
         if self.action_embedding is not None:
             actions = prev_actions.long() if self.discrete else prev_actions.float()
             tokens = tokens + self.action_embedding(actions)
-        return tokens
+        return tokens, moves
 
     def run(
         self,
@@ -370,9 +391,18 @@ class CausalTransformer(nn.Module):
             h = self.blocks[layer](h, positions, cache, layer)
         return h
 
-    def heads(self, h: torch.Tensor, stream: torch.Tensor | None = None) -> ModelOutput:
+    def heads(
+        self,
+        h: torch.Tensor,
+        stream: torch.Tensor | None = None,
+        moves: torch.Tensor | None = None,
+    ) -> ModelOutput:
         h = self.final_norm(h)
-        return ModelOutput(self.action_head(h), self.obs_head(h), stream)
+        action = self.action_head(h)
+        if self.goal_head is not None:  # + sum_c p(goal c) * (steps longer to c by move a)
+            goal = self.goal_head(h).softmax(-1)
+            action = action + self.goal_scale * torch.einsum("btc,btac->bta", goal, moves)
+        return ModelOutput(action, self.obs_head(h), stream)
 
     def forward(
         self,
@@ -383,8 +413,8 @@ class CausalTransformer(nn.Module):
     ) -> ModelOutput:
         """Whole sequences: obs (B, T, *obs_shape), prev_actions (B, T)."""
         positions = torch.arange(obs.shape[1], device=obs.device)
-        tokens = self.embed(obs, prev_actions)
-        out = self._forward(tokens, positions, None, layer, intervene)
+        tokens, moves = self.embed(obs, prev_actions)
+        out = self._forward(tokens, moves, positions, None, layer, intervene)
         out.token_action = self.token_action_head(tokens)
         return out
 
@@ -398,14 +428,15 @@ class CausalTransformer(nn.Module):
     ) -> ModelOutput:
         """One new step per sequence: obs (B, *obs_shape), prev_action (B,); outputs (B, 1, .)."""
         positions = torch.arange(cache.length, cache.length + 1, device=obs.device)
-        h = self.embed(obs[:, None], prev_action[:, None])
-        out = self._forward(h, positions, cache, layer, intervene)
+        h, moves = self.embed(obs[:, None], prev_action[:, None])
+        out = self._forward(h, moves, positions, cache, layer, intervene)
         cache.length += 1
         return out
 
     def _forward(
         self,
         h: torch.Tensor,
+        moves: torch.Tensor | None,
         positions: torch.Tensor,
         cache: KVCache | None,
         layer: int | None,
@@ -414,12 +445,13 @@ class CausalTransformer(nn.Module):
         if layer is None:
             if intervene is not None:
                 raise ValueError("intervene needs the layer it applies at")
-            return self.heads(self.run(h, 0, self.config.depth, positions, cache))
+            return self.heads(self.run(h, 0, self.config.depth, positions, cache), None, moves)
         if not 0 <= layer <= self.config.depth:
             raise ValueError(f"layer must be in 0..{self.config.depth}, got {layer}")
         stream = self.run(h, 0, layer, positions, cache)
         changed = stream if intervene is None else intervene(stream)
-        return self.heads(self.run(changed, layer, self.config.depth, positions, cache), stream)
+        h = self.run(changed, layer, self.config.depth, positions, cache)
+        return self.heads(h, stream, moves)
 
     def new_cache(self, batch: int) -> KVCache:
         parameter = next(self.parameters())

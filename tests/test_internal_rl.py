@@ -3,14 +3,13 @@
 import json
 from dataclasses import asdict
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 import metacontroller_envs  # noqa: F401
-from agents.checkpoint import load_checkpoint, model_state, save_checkpoint
-from agents.config import InternalRLConfig, MetaControllerConfig, ModelConfig
+from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.config import InternalRLConfig
 from agents.internal_rl import (
     InternalRL,
     LatentPolicy,
@@ -18,28 +17,8 @@ from agents.internal_rl import (
     normalised_advantages,
     train_internal_rl,
 )
-from agents.metacontroller import MetaController
-from agents.transformer import CausalTransformer
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def discovery_checkpoint(tmp_path_factory):
-    """A tiny random base model and MetaController, saved as `mcenv train discover` does;
-    its switch bias 0.5 fires every few steps."""
-    torch.manual_seed(0)
-    config = ModelConfig.for_env(gym.make("PinPad-v0"), "small", width=32, depth=2, heads=2,
-                                 mlp=64)  # fmt: skip
-    base = CausalTransformer(config).eval()
-    meta = MetaController(MetaControllerConfig.for_base(config)).eval()
-    with torch.no_grad():
-        meta.decoder[-1].weight.normal_(0, 0.5)
-        meta.switch_output.bias.fill_(0.5)
-    path = tmp_path_factory.mktemp("ck") / "discover.pt"
-    save_checkpoint(path, "discovery", **model_state(base), controller_config=asdict(meta.config),
-                    controller=meta.state_dict())  # fmt: skip
-    return str(path)
 
 
 def small_run(checkpoint, **overrides):

@@ -145,17 +145,13 @@ def expert_episodes(num_envs=4, steps=8, seed=0, **env_kwargs):
     return envs, np.stack(observations, 1), np.stack(actions, 1), np.stack(optimal, 1)
 
 
-def test_planner_with_the_right_passability_finds_every_shortest_path():
-    """Walls and colours other than the goal block the way (the expert's rule): the moves the
-    planner rates 0 steps longer are exactly the expert's optimal moves."""
+def test_planner_starts_out_finding_every_shortest_path():
+    """Its initial passability is the expert's rule (walls and colours other than the goal
+    block the way): the moves it rates 0 steps longer are exactly the expert's optimal
+    moves."""
     model, _ = tiny("PinPad-v0", plan_steps=24)
     planner = model.encoder.planner
-    walls, colours = 4, 8
-    with torch.no_grad():
-        weight = torch.full((colours, walls + colours), -60.0)
-        weight[:, walls:] += 60.0 * torch.eye(colours)
-        planner.passable.weight.copy_(weight[:, :, None, None])
-        planner.passable.bias.fill_(30.0)
+    colours = 8
     envs, obs, _, optimal = expert_episodes(num_envs=16, steps=1)
     batch = envs.unwrapped.batch
     next_colour = batch.task[batch.rows, batch.progress]
@@ -170,8 +166,9 @@ def test_planner_with_the_right_passability_finds_every_shortest_path():
     assert not optimal.all()  # the check can fail: some moves are not optimal
 
 
-def test_planner_kv_cache_decoding_equals_the_full_sequence():
-    model, _ = tiny("PinPad-v0", plan_steps=8)
+@pytest.mark.parametrize("goal_head", [False, True])
+def test_planner_kv_cache_decoding_equals_the_full_sequence(goal_head):
+    model, _ = tiny("PinPad-v0", plan_steps=8, goal_head=goal_head)
     _, obs, actions, _ = expert_episodes()
     obs, prev = torch.as_tensor(obs), model.previous_actions(torch.as_tensor(actions))
     with torch.no_grad():

@@ -1,0 +1,176 @@
+"""Evolution strategies over internal RL's latent policy (Salimans et al. 2017).
+
+The policy is internal RL's pi(z | e_1..t) (agents.internal_rl.LatentPolicy), but ES
+explores in weight space instead of in z: each update draws `population / 2` Gaussian
+directions eps, plays `episodes_per_member` whole episodes with the weights theta + sigma
+eps and as many with theta - sigma eps (antithetic pairs, on the same layouts), each
+member choosing its policy's mean code at every switch. The members' mean returns,
+replaced by their centred ranks, weight the directions:
+
+    g = sum_m rank_m eps_m / (population * sigma),
+
+and Adam moves theta along g. No gradient flows through the episodes, so nothing here
+needs the returns to be differentiable or dense. The success logged per update is that of
+the population's episodes: ES never plays theta itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agents.checkpoint import save_checkpoint
+from agents.config import EvolutionConfig
+from agents.internal_rl import InternalRL, LatentPolicy
+from agents.train import check_new_run, load_run
+
+
+def centred_ranks(fitness: np.ndarray) -> np.ndarray:
+    """Ranks scaled to [-0.5, 0.5], ties sharing their mean rank: ES's fitness shaping,
+    which makes the update blind to the scale of the returns."""
+    fitness = np.asarray(fitness, dtype=np.float64)
+    if len(fitness) < 2:
+        return np.zeros_like(fitness)
+    order = fitness.argsort(kind="stable")
+    ranks = np.empty(len(fitness))
+    ranks[order] = np.arange(len(fitness), dtype=np.float64)
+    for value in np.unique(fitness):  # equal returns (common with 0/1 rewards) tie
+        tied = fitness == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks / (len(fitness) - 1) - 0.5
+
+
+def es_gradient(fitness: np.ndarray, noise: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The ascent direction sum_m rank_m eps_m / (P sigma) for members with directions
+    noise (P, D) and returns `fitness` (P,)."""
+    weights = torch.as_tensor(centred_ranks(fitness), dtype=noise.dtype, device=noise.device)
+    return weights @ noise / (len(fitness) * sigma)
+
+
+def split_like(vector: torch.Tensor, parameters: list[torch.Tensor]) -> list[torch.Tensor]:
+    """A flat vector cut into pieces shaped like `parameters`, in their order."""
+    pieces = vector.split([p.numel() for p in parameters])
+    return [piece.view_as(p) for piece, p in zip(pieces, parameters, strict=True)]
+
+
+class Population:
+    """The perturbed copies of a policy, and the CodeChooser that lets each env row act
+    with its member's weights (row r belongs to member r // episodes_per_member)."""
+
+    def __init__(self, centre: LatentPolicy, size: int, episodes_per_member: int) -> None:
+        self.centre = centre
+        self.names = [name for name, _ in self.evolved(centre)]
+        self.members = [copy.deepcopy(centre) for _ in range(size)]
+        self.episodes_per_member = episodes_per_member
+
+    @staticmethod
+    def evolved(policy: LatentPolicy) -> list[tuple[str, torch.nn.Parameter]]:
+        """The weights ES moves: all but log_std, which mean codes never use."""
+        return [(n, p) for n, p in policy.named_parameters() if n != "log_std"]
+
+    def vector(self) -> torch.Tensor:
+        return torch.cat([p.detach().flatten() for _, p in self.evolved(self.centre)])
+
+    @torch.no_grad()
+    def perturb(self, noise: torch.Tensor, sigma: float) -> None:
+        """Member m gets the centre's weights + sigma * noise[m]."""
+        theta = self.vector()
+        for member, direction in zip(self.members, noise, strict=True):
+            weights = [p for _, p in self.evolved(member)]
+            values = split_like(theta + sigma * direction, weights)
+            for parameter, value in zip(weights, values, strict=True):
+                parameter.copy_(value)
+
+    @torch.no_grad()
+    def choose(
+        self, e: torch.Tensor, h: torch.Tensor, rows: np.ndarray
+    ) -> tuple[torch.Tensor, ...]:
+        """Each row's member picks its mean code (log-probabilities are not used: 0)."""
+        members = rows // self.episodes_per_member
+        z = e.new_zeros(len(rows), self.centre.mean.out_features)
+        h_new = torch.empty_like(h)
+        for m in np.unique(members):
+            at = np.flatnonzero(members == m)
+            dist, h_m = self.members[m].distribution(e[at], h[:, at].contiguous())
+            z[at], h_new[:, at] = dist.mean[:, 0], h_m
+        return z, e.new_zeros(len(rows)), h_new
+
+
+def train_evolution(
+    config: EvolutionConfig,
+    checkpoint: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    log: list[dict] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Run ES for `config.episodes` episodes; the checkpoint holds the centre policy, the
+    optimiser and the history of success against episodes."""
+    checkpoint = Path(checkpoint)
+    check_new_run(checkpoint, resume, overwrite)
+    run = InternalRL(config.rollouts())
+    centre: LatentPolicy = run.trained  # type: ignore[assignment]
+    population = Population(centre, config.population, config.episodes_per_member)
+    evolved = [p for _, p in population.evolved(centre)]
+    optimizer = torch.optim.Adam(evolved, lr=config.lr, weight_decay=config.weight_decay)
+    history: list[dict] = []
+    start = 0
+    if resume and checkpoint.exists():
+        saved = load_run(checkpoint, "evolution", config, run.device)
+        centre.load_state_dict(saved["policy"])
+        optimizer.load_state_dict(saved["optimizer"])
+        history, start = saved["history"], saved["iteration"]
+
+    def save(iteration: int) -> None:
+        save_checkpoint(checkpoint, "evolution", train_config=dataclasses.asdict(config),
+                        policy=centre.state_dict(), optimizer=optimizer.state_dict(),
+                        history=history, iteration=iteration)  # fmt: skip
+
+    per_update = config.population * config.episodes_per_member
+    iterations = -(-config.episodes // per_update)
+    pairs = config.population // 2
+    rows = np.arange(per_update)
+    member, slot = np.divmod(rows, config.episodes_per_member)
+    # a member and its antithetic twin (member + pairs) play the same layouts
+    layout_of_row = (member % pairs) * config.episodes_per_member + slot
+    generator = torch.Generator(device=run.device)
+    bar = tqdm(range(start, iterations), initial=start, total=iterations, desc="evolution",
+               disable=not progress)  # fmt: skip
+    clock = time.perf_counter()
+    for iteration in bar:
+        generator.manual_seed(config.seed * 1_000_003 + iteration)
+        half = torch.randn(pairs, len(population.vector()), generator=generator,
+                           device=run.device)  # fmt: skip
+        noise = torch.cat([half, -half])
+        population.perturb(noise, config.sigma)
+        episodes = run.collect(iteration, population.choose, layout_of_row)
+        of_member = episodes.rows // config.episodes_per_member
+        fitness = np.array([episodes.returns[of_member == m].mean() for m in range(len(noise))])
+        ascent = es_gradient(fitness, noise, config.sigma)
+        for parameter, step in zip(evolved, split_like(ascent, evolved), strict=True):
+            parameter.grad = -step  # Adam minimises: hand it the negated ascent direction
+        optimizer.step()
+        metrics = {
+            "iteration": iteration + 1,
+            "episodes": (iteration + 1) * per_update,
+            "success": float(episodes.success.mean()),
+            "return": float(episodes.returns.mean()),
+            "best_member_return": float(fitness.max()),
+            "length": float(episodes.lengths.mean()),
+            "choices_per_episode": float(episodes.mask.sum(1).float().mean()),
+            "env_steps": int(episodes.lengths.sum()),
+            "seconds": time.perf_counter() - clock,
+        }
+        history.append(metrics)
+        if log is not None:
+            log.append(dict(metrics))
+        bar.set_postfix(success=f"{metrics['success']:.3f}")
+        if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == iterations:
+            save(iteration + 1)
+    return checkpoint
