@@ -63,9 +63,11 @@ class ModelConfig:
     plan_steps: int = 0
     """pinpad encoder: value-iteration rounds of its planner (0: no planner)."""
     goal_head: bool = False
-    """With the planner: the action logits add sum_c p(c) * (how much longer move a makes
-    the way to colour c), p a softmax over colours read from the last layer. Which colour
-    to head for, the subgoal, becomes one choice in the residual stream."""
+    """With the planner: p(a) = sum_c p(c | history) pi_c(a), a mixture over the colours c
+    to head for, each pi_c a softmax of the action logits + scale * (how much longer move a
+    makes the way to c), and p(c | history) a softmax read from the last layer. The
+    expert's own structure (pick a subgoal, walk there): the subgoal becomes one choice in
+    the residual stream."""
 
     def __post_init__(self) -> None:
         self.obs_shape = tuple(int(s) for s in self.obs_shape)

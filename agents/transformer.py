@@ -399,9 +399,10 @@ class CausalTransformer(nn.Module):
     ) -> ModelOutput:
         h = self.final_norm(h)
         action = self.action_head(h)
-        if self.goal_head is not None:  # + sum_c p(goal c) * (steps longer to c by move a)
-            goal = self.goal_head(h).softmax(-1)
-            action = action + self.goal_scale * torch.einsum("btc,btac->bta", goal, moves)
+        if self.goal_head is not None:  # log sum_c p(c | history) pi_c(a): a mixture
+            goal = self.goal_head(h).float().log_softmax(-1)  # (B, T, colours)
+            per_goal = (action[..., None] + self.goal_scale * moves).float().log_softmax(-2)
+            action = torch.logsumexp(goal[..., None, :] + per_goal, dim=-1)
         return ModelOutput(action, self.obs_head(h), stream)
 
     def forward(

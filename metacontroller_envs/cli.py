@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 
 def _play(args: argparse.Namespace) -> int:
@@ -23,15 +24,21 @@ def _expert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _collect(args: argparse.Namespace) -> int:
-    from metacontroller_envs.data.collection import collect, dataset_path
-
+def env_kwargs_from_json(text: str) -> dict[str, Any]:
+    """An --env-kwargs option's JSON object (keyword arguments of gym.make), or a ValueError."""
     try:
-        env_kwargs = json.loads(args.env_kwargs)
+        env_kwargs = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"--env-kwargs must be a JSON object: {error}") from None
     if not isinstance(env_kwargs, dict):
-        raise ValueError(f"--env-kwargs must be a JSON object, got {args.env_kwargs}")
+        raise ValueError(f"--env-kwargs must be a JSON object, got {text}")
+    return env_kwargs
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from metacontroller_envs.data.collection import collect, dataset_path
+
+    env_kwargs = env_kwargs_from_json(args.env_kwargs)
     if args.dataset_id is not None and len(args.env) > 1:
         raise ValueError("--dataset-id names one dataset: give a single --env with it")
     for env_id in args.env:
@@ -87,6 +94,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     else:
         for name, text in agent_commands.items():
             commands.add_parser(name, help=text, add_help=False)
+    if argv and argv[0] == "render":  # benchmarks.render (and torch) load only when it runs
+        from benchmarks.render import add_command as add_render
+
+        add_render(commands)
+    else:
+        commands.add_parser("render", help="draw an agent's episodes into an mp4 or gif",
+                            add_help=False)  # fmt: skip
     return parser
 
 

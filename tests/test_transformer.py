@@ -178,3 +178,29 @@ def test_planner_kv_cache_decoding_equals_the_full_sequence(goal_head):
     torch.testing.assert_close(
         torch.cat([s.action for s in steps], 1), full.action, atol=1e-5, rtol=1e-4
     )
+
+
+def test_goal_head_is_a_mixture_of_walks_to_each_colour():
+    """p(a) = sum_c p(c) pi_c(a): normalised, and with p on one colour and a strong planner
+    term, the likeliest moves are the shortest ways to that colour."""
+    model, _ = tiny("PinPad-v0", plan_steps=24, goal_head=True)
+    envs, obs, actions, optimal = expert_episodes(num_envs=16, steps=1)
+    batch = envs.unwrapped.batch
+    next_colour = torch.as_tensor(batch.task[batch.rows, batch.progress])
+    with torch.no_grad():
+        model.action_head.weight.zero_()
+        model.action_head.bias.zero_()
+        model.goal_scale.fill_(20.0)
+        out = model(torch.as_tensor(obs), model.previous_actions(torch.as_tensor(actions)))
+        torch.testing.assert_close(out.action.logsumexp(-1), torch.zeros(16, 1))
+        # every colour equally likely: the mixture puts weight on all colours' best moves
+        assert (out.action.exp() > 0.01).sum(-1).float().mean() > 1.5
+        model.goal_head.weight.zero_()
+        for row, colour in enumerate(next_colour):
+            bias = torch.full((8,), -1e4)
+            bias[colour] = 0.0
+            model.goal_head.bias.copy_(bias)
+            out = model(torch.as_tensor(obs[row : row + 1]),
+                        model.previous_actions(torch.as_tensor(actions[row : row + 1])))  # fmt: skip
+            likely = (out.action[0, 0].exp() > 0.2).numpy()
+            np.testing.assert_array_equal(likely, optimal[row, 0])

@@ -1,0 +1,623 @@
+"""Rendered episodes: an agent playing an env, drawn frame by frame into an mp4 or a gif.
+
+    mcenv render --env PinPad-v0 --agent expert --episodes 3 --out videos/pinpad-expert.gif
+
+Each frame, top to bottom: a caption (env, agent, episode, step, return, outcome); the env's
+own rgb_array render (for PinPad it already shows the task's colours as swatches, the
+visited ones faded and the next one framed); the task line from info (PinPad: the task and
+the colours visited; BabyAI: the mission and the subgoals done); and for agents with a
+switching unit (metacontroller, internal-rl) the gate beta_t over the episode so far, each
+step a bar, red with a mark above where beta_t > threshold (a new code z was drawn).
+
+Episode k starts from reset(seed=seed + k) and its sampling is seeded with seed + k, so the
+same seed gives the same video. An episode of T steps gives T + 1 frames (the reset state,
+then the state after each step) and then `hold` copies of its last frame, so the outcome
+stays in view between episodes. An mp4 keeps every frame; a GIF (Pillow) merges identical
+consecutive frames into one longer one, so there a held frame is stored once with
+(hold + 1) times the duration, in units of 1/100 s (fps 10 or 20 keep durations exact).
+
+Model agents act as they are evaluated elsewhere: `bc` samples from the base model (as
+`mcenv eval`; `greedy` takes the argmax); `metacontroller` (a discovery checkpoint acting
+alone) draws each new code from the prior N(0, I) where the switch fires; `internal-rl`
+draws it from the trained latent policy. Both run the base model greedily under the code,
+as internal RL does. All three step the model one token per step with a KV cache through
+agents.latent.LatentAgent (the base model alone for bc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+import metacontroller_envs  # noqa: F401  (registers the ids)
+from metacontroller_envs.checks import check_count, check_env_id
+from metacontroller_envs.evaluate import episode_success
+from metacontroller_envs.experts import make_expert
+from metacontroller_envs.wrappers import switch_fires
+
+AGENTS = ("expert", "random", "bc", "metacontroller", "internal-rl")
+CHECKPOINT_KINDS = {"bc": "bc", "metacontroller": "discovery", "internal-rl": "internal_rl"}
+SUFFIXES = (".mp4", ".gif")
+#: Frames are at least this wide (room for the captions) and a multiple of BLOCK in both
+#: sides, which mp4 encoders want.
+MIN_WIDTH, BLOCK = 256, 16
+FONT_SIZE = 17
+MARGIN = 4
+MISSION_LINES = 3  # BabyAI missions are wrapped to at most this many lines
+STRIP_HEIGHT = 24  # pixels of the beta bars
+MIN_COLUMN = 4  # pixels per step in the beta strip, at least
+_PAPER, _INK = (255, 255, 255), (20, 20, 20)
+_OUTCOME_INK = {
+    "running": _INK,
+    "success": (20, 140, 40),
+    "failure": (200, 30, 30),
+    "cut": (200, 30, 30),
+}
+_BAR, _SWITCH, _STRIP, _GUIDE = (90, 110, 200), (220, 40, 40), (240, 240, 240), (170, 170, 170)
+_ROW = np.zeros(1, dtype=np.int64)  # the one row of a LatentAgent that plays the video
+
+
+# -- players: what chooses the actions -----------------------------------------------------
+
+
+class Player(Protocol):
+    """One agent playing one env, an episode at a time."""
+
+    threshold: float | None
+    """The switch threshold, for agents whose switching unit is drawn; else None."""
+    max_steps: int | None
+    """Episodes are cut after this many steps (a model's context), or None."""
+
+    def start(self, env: gym.Env, seed: int) -> None:
+        """A new episode has been reset with `seed`."""
+        ...
+
+    def act(self, observation: np.ndarray) -> tuple[int, float | None]:
+        """The action for `observation`, and beta_t when the agent has a switching unit."""
+        ...
+
+
+class ExpertPlayer:
+    """The env's own expert (as `mcenv expert` uses it), new and seeded each episode."""
+
+    threshold = None
+    max_steps = None
+
+    def start(self, env: gym.Env, seed: int) -> None:
+        self.expert = make_expert(env, seed=seed)
+
+    def act(self, observation: np.ndarray) -> tuple[int, float | None]:
+        return int(self.expert.act()), None
+
+
+class RandomPlayer:
+    """Uniform actions from the env's action space, seeded each episode."""
+
+    threshold = None
+    max_steps = None
+
+    def start(self, env: gym.Env, seed: int) -> None:
+        self.space = env.action_space
+        self.space.seed(seed)
+
+    def act(self, observation: np.ndarray) -> tuple[int, float | None]:
+        return int(self.space.sample()), None
+
+
+class ModelPlayer:
+    """A base model driven through agents.latent.LatentAgent, one row. Subclasses that set
+    `threshold` pick a new code z where the switch fires (`new_code`)."""
+
+    threshold: float | None = None
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        self.max_steps = agent.base.config.max_len - 1  # as agents.evaluate.rollout cuts
+
+    def start(self, env: gym.Env, seed: int) -> None:
+        self.agent.reset(_ROW, seed=seed)
+        self.start_codes(seed)
+
+    def start_codes(self, seed: int) -> None:
+        """Seed whatever picks the codes for a new episode."""
+
+    def new_code(self, e: np.ndarray) -> np.ndarray:
+        """A code z (1, n_z) for the residual embedding e_t (1, width) at a switch."""
+        raise NotImplementedError
+
+    def act(self, observation: np.ndarray) -> tuple[int, float | None]:
+        e, beta = self.agent.observe(np.asarray(observation)[None], _ROW)
+        z = None
+        if self.threshold is not None and switch_fires(beta, self.threshold)[0]:
+            z = self.new_code(e)
+        action = self.agent.act(_ROW, z)
+        return int(action[0]), None if self.threshold is None else float(beta[0])
+
+
+class PriorPlayer(ModelPlayer):
+    """The MetaController acting alone: each new code from its prior N(0, I)."""
+
+    def __init__(self, agent: Any, threshold: float) -> None:
+        super().__init__(agent)
+        self.threshold = threshold
+
+    def start_codes(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def new_code(self, e: np.ndarray) -> np.ndarray:
+        return self.rng.standard_normal((1, self.agent.latent_dim)).astype(np.float32)
+
+
+class PolicyPlayer(ModelPlayer):
+    """Internal RL's latent policy pi(z | e_1..t), sampled as its training rollouts do."""
+
+    def __init__(self, agent: Any, policy: Any, threshold: float, hidden: int) -> None:
+        import torch
+
+        super().__init__(agent)
+        self.policy, self.threshold, self.hidden = policy.eval(), threshold, hidden
+        self.generator = torch.Generator(device=agent.device)
+
+    def start_codes(self, seed: int) -> None:
+        import torch
+
+        self.h = torch.zeros(1, 1, self.hidden, device=self.agent.device)
+        self.generator.manual_seed(seed)
+
+    def new_code(self, e: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            e_t = torch.as_tensor(e, device=self.agent.device)[:, None]
+            dist, self.h = self.policy.distribution(e_t, self.h)
+            noise = torch.randn(dist.mean.shape, generator=self.generator, device=self.agent.device)
+            z = dist.mean + dist.stddev * noise
+        return z[:, 0].cpu().numpy()
+
+
+# -- building an env and a player from the command's arguments ------------------------------
+
+
+def check_suffix(out: str | Path) -> Path:
+    """`out` as a Path, or a ValueError unless it ends in .mp4 or .gif."""
+    out = Path(out)
+    if out.suffix.lower() not in SUFFIXES:
+        raise ValueError(f"--out must end in {' or '.join(SUFFIXES)}, got {str(out)!r}")
+    return out
+
+
+def make_player(
+    agent: str,
+    checkpoint: str | Path | None = None,
+    device: str = "cpu",
+    greedy: bool = False,
+) -> tuple[Player, tuple[str, dict[str, Any]] | None]:
+    """The player for `agent`, and the (env id, env kwargs) its checkpoint was trained on
+    (None for expert and random). A ValueError for an unknown agent or a missing, wrong or
+    corrupt checkpoint."""
+    if agent not in AGENTS:
+        raise ValueError(f"unknown agent {agent!r}: use one of {', '.join(AGENTS)}")
+    if agent in ("expert", "random"):
+        if checkpoint is not None:
+            raise ValueError(f"--agent {agent} takes no --checkpoint")
+        return (ExpertPlayer() if agent == "expert" else RandomPlayer()), None
+    if checkpoint is None:
+        raise ValueError(
+            f"--agent {agent} needs --checkpoint (a {CHECKPOINT_KINDS[agent]!r} checkpoint)"
+        )
+    from gymnasium.envs.registration import EnvSpec
+
+    from agents.latent import LatentAgent
+
+    if agent == "bc":
+        from agents.checkpoint import load_model
+
+        model, payload = load_model(checkpoint, device, kind="bc")
+        player: Player = ModelPlayer(LatentAgent(model, None, 1, device, sample=not greedy))
+    elif agent == "metacontroller":
+        from agents.analysis import load_metacontroller
+        from agents.config import InternalRLConfig
+
+        base, meta, payload = load_metacontroller(checkpoint, device)
+        # the switch threshold internal RL uses by default (the paper's 0.5)
+        player = PriorPlayer(LatentAgent(base, meta, 1, device), InternalRLConfig.threshold)
+    else:
+        return _internal_rl_player(checkpoint, device)
+    if "env_spec" not in payload:
+        return player, None
+    spec = EnvSpec.from_json(payload["env_spec"])
+    return player, (spec.id, dict(spec.kwargs))
+
+
+def _internal_rl_player(
+    checkpoint: str | Path, device: str
+) -> tuple[Player, tuple[str, dict[str, Any]]]:
+    """The trained policy of an internal-RL checkpoint on the agent it was trained with,
+    built by agents.internal_rl.InternalRL itself (raw-action and beta = 1 runs too)."""
+    from agents.checkpoint import load_checkpoint
+    from agents.config import InternalRLConfig
+    from agents.internal_rl import InternalRL
+
+    payload = load_checkpoint(checkpoint, "internal_rl", device)
+    try:
+        config = InternalRLConfig(**payload["train_config"])
+    except (KeyError, TypeError) as error:
+        message = f"checkpoint {checkpoint} holds no usable internal-RL config: {error}"
+        raise ValueError(message) from None
+    # one episode at a time: a batch of one (group advantages need groups of envs)
+    config = dataclasses.replace(
+        config, num_envs=1, batch_episodes=1, advantage="batch", device=device
+    )
+    run = InternalRL(config)
+    run.envs.close()  # its own training envs are not used here
+    try:
+        run.trained.load_state_dict(payload["policy"])
+    except (KeyError, RuntimeError) as error:
+        raise ValueError(f"checkpoint {checkpoint} holds no usable policy: {error}") from None
+    env = (config.env, dict(config.env_kwargs))
+    if config.raw_actions:  # the fine-tuned base model samples its own actions
+        return ModelPlayer(run.agent), env
+    return PolicyPlayer(run.agent, run.trained, config.threshold, config.hidden), env
+
+
+def make_env(
+    env_id: str | None,
+    env_kwargs: dict[str, Any] | None,
+    trained_on: tuple[str, dict[str, Any]] | None,
+) -> gym.Env:
+    """The env to film, with render_mode="rgb_array": `env_id` (default: the checkpoint's)
+    with the checkpoint's keyword arguments (e.g. task_in_obs) updated by `env_kwargs`."""
+    kwargs = dict(trained_on[1]) if trained_on else {}
+    if env_id is None:
+        if trained_on is None:
+            raise ValueError("give --env (a registered id, e.g. PinPad-v0)")
+        env_id = trained_on[0]
+    check_env_id(env_id)
+    kwargs.update(env_kwargs or {})
+    try:
+        return gym.make(env_id, render_mode="rgb_array", **kwargs)
+    except TypeError as error:
+        message = f"{env_id} does not take the keyword arguments {kwargs}: {error}"
+        raise ValueError(message) from None
+
+
+# -- drawing ---------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _font(size: int) -> Any:
+    """pygame's default font; pygame.font needs no display, so this works headless."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    import pygame.font
+
+    pygame.font.init()
+    return pygame.font.Font(None, size)
+
+
+def line_height() -> int:
+    return _font(FONT_SIZE).get_linesize() + 2
+
+
+def put_text(canvas: np.ndarray, text: str, x: int, y: int, ink: tuple = _INK) -> None:
+    """Draw `text` into `canvas` (H, W, 3) with its top left at (x, y), clipped."""
+    if not text:
+        return
+    import pygame.surfarray
+
+    surface = _font(FONT_SIZE).render(text, True, ink, _PAPER)
+    image = pygame.surfarray.array3d(surface).transpose(1, 0, 2)
+    height = min(image.shape[0], canvas.shape[0] - y)
+    width = min(image.shape[1], canvas.shape[1] - x)
+    if height > 0 and width > 0:
+        canvas[y : y + height, x : x + width] = image[:height, :width]
+
+
+def wrap(text: str, width: int, max_lines: int) -> list[str]:
+    """`text` in lines that fit `width` pixels, at most `max_lines` (the last one ending in
+    "..." when the text is longer)."""
+    font = _font(FONT_SIZE)
+    chars = max(8, int(width / max(1, font.size("abcdefghij")[0] / 10)))
+    lines = textwrap.wrap(text, chars)
+    while any(font.size(line)[0] > width for line in lines) and chars > 8:
+        chars -= 2
+        lines = textwrap.wrap(text, chars)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: max(0, len(lines[-1]) - 3)] + "..."
+    return lines
+
+
+def task_lines(info: dict[str, Any], width: int) -> list[str]:
+    """The task and the progress through it, as the env's info reports them."""
+    if "mission" in info:  # BabyAI
+        lines = wrap(info["mission"], width, MISSION_LINES)
+        lines += [""] * (MISSION_LINES - len(lines))
+        return [*lines, f"subgoals done: {info['subgoal_index']}/{info['num_subgoals']}"]
+    if "colours_visited" in info:  # PinPad
+        task = "-".join(str(c) for c in info["task"])
+        return [f"task {task}   visited {info['colours_visited']}/{len(info['task'])}"]
+    if "target" in info:  # Visual Pin Pad
+        pads = "-".join(str(p) for p in info["target"])
+        return [f"pads {pads}   subgoal {info['subgoal_index']}   done {info['successes']}x"]
+    return [f"subgoal {info['subgoal_index']}" if "subgoal_index" in info else ""]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where everything goes in a frame; fixed for a whole video."""
+
+    width: int
+    height: int
+    grid_shape: tuple[int, int]
+    task_lines: int
+    strip: bool
+
+    @classmethod
+    def for_frame(cls, grid: np.ndarray, info: dict[str, Any], strip: bool) -> Layout:
+        width = _round_up(max(grid.shape[1], MIN_WIDTH), BLOCK)
+        rows = len(task_lines(info, width - 2 * MARGIN))
+        line = line_height()
+        height = 2 * line + grid.shape[0] + rows * line + 2 * MARGIN
+        if strip:
+            height += line + STRIP_HEIGHT + MARGIN
+        return cls(width, _round_up(height, BLOCK), grid.shape[:2], rows, strip)
+
+
+def _round_up(value: int, block: int) -> int:
+    return -(-value // block) * block
+
+
+@dataclass(frozen=True)
+class FrameText:
+    """What a frame says besides the picture of the env."""
+
+    title: str  # env and agent
+    episode: str  # "episode 1/3"
+    step: int
+    total_return: float
+    outcome: str  # running, success, failure or cut (at the model's context length)
+
+
+def draw_frame(
+    layout: Layout,
+    grid: np.ndarray,
+    text: FrameText,
+    info: dict[str, Any],
+    betas: list[float],
+    threshold: float | None,
+    max_steps: int | None,
+) -> np.ndarray:
+    """One video frame (layout.height, layout.width, 3) uint8."""
+    if grid.shape[:2] != layout.grid_shape:
+        raise ValueError(f"the env's frames changed size: {grid.shape[:2]} != {layout.grid_shape}")
+    canvas = np.full((layout.height, layout.width, 3), _PAPER, np.uint8)
+    line, y = line_height(), MARGIN
+    put_text(canvas, (wrap(text.title, layout.width - 2 * MARGIN, 1) or [""])[0], MARGIN, y)
+    y += line
+    status = f"{text.episode}   step {text.step}   return {text.total_return:.2f}"
+    put_text(canvas, status, MARGIN, y)
+    if text.outcome != "running":
+        x = MARGIN + _font(FONT_SIZE).size(status + "   ")[0]
+        put_text(canvas, text.outcome, x, y, _OUTCOME_INK[text.outcome])
+    y += line
+    left = (layout.width - grid.shape[1]) // 2
+    canvas[y : y + grid.shape[0], left : left + grid.shape[1]] = grid[..., :3]
+    y += grid.shape[0] + MARGIN
+    for row in task_lines(info, layout.width - 2 * MARGIN)[: layout.task_lines]:
+        put_text(canvas, row, MARGIN, y)
+        y += line
+    if layout.strip and threshold is not None:
+        switches = sum(beta > threshold for beta in betas)
+        put_text(canvas, f"switch gate beta   switches (beta > {threshold:g}): {switches}",
+                 MARGIN, y)  # fmt: skip
+        draw_betas(canvas[y + line : y + line + STRIP_HEIGHT, MARGIN:-MARGIN], betas,
+                   threshold, max_steps)  # fmt: skip
+    return canvas
+
+
+def draw_betas(
+    strip: np.ndarray, betas: list[float], threshold: float, max_steps: int | None
+) -> None:
+    """beta_t as bars left to right, red with a mark on top where beta_t > threshold; the
+    guide line is the threshold. The newest steps stay in view on long episodes."""
+    height, width = strip.shape[:2]
+    strip[:] = _STRIP
+    column = max(MIN_COLUMN, width // max(1, max_steps or width))
+    shown = betas[-(width // column) :] if betas else []
+    bar_top = 4  # the rows above the bars hold the switch marks
+    strip[bar_top + round((height - bar_top) * (1 - threshold))] = _GUIDE
+    for t, beta in enumerate(shown):
+        x = slice(t * column, (t + 1) * column)
+        top = bar_top + round((height - bar_top) * (1 - min(max(beta, 0.0), 1.0)))
+        fired = beta > threshold
+        strip[top:, x] = _SWITCH if fired else _BAR
+        if fired:
+            strip[:3, x] = _SWITCH
+
+
+# -- episodes to frames to a file ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    seed: int
+    length: int
+    total_return: float
+    success: bool
+    cut: bool
+    """Stopped at the model's context length (counts as a failure)."""
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    path: Path
+    frames: int
+    fps: int
+    episodes: tuple[EpisodeResult, ...]
+
+    def line(self) -> str:
+        successes = sum(e.success for e in self.episodes)
+        lengths = " ".join(str(e.length) for e in self.episodes)
+        return (
+            f"wrote {self.path}: {len(self.episodes)} episodes (success {successes}/"
+            f"{len(self.episodes)}, lengths {lengths}), {self.frames} frames at {self.fps} fps"
+        )
+
+
+def render_frames(
+    env: gym.Env,
+    player: Player,
+    episodes: int,
+    seed: int = 0,
+    hold: int = 4,
+    title: str = "",
+    results: list[EpisodeResult] | None = None,
+) -> Iterator[np.ndarray]:
+    """The frames of `episodes` episodes (episode k from reset(seed=seed + k)): T + 1 per
+    episode of T steps, then `hold` copies of its last. Appends each episode's result to
+    `results` when given."""
+    check_count("episodes", episodes)
+    check_count("hold", hold, minimum=0)
+    layout: Layout | None = None
+    for k in range(episodes):
+        episode_seed = seed + k
+        observation, info = env.reset(seed=episode_seed)
+        player.start(env, episode_seed)
+        betas: list[float] = []
+        steps, total, done, outcome = 0, 0.0, False, "running"
+        while True:
+            text = FrameText(title, f"episode {k + 1}/{episodes}", steps, total, outcome)
+            grid = env.render()
+            if layout is None:
+                layout = Layout.for_frame(grid, info, player.threshold is not None)
+            frame = draw_frame(layout, grid, text, info, betas, player.threshold,
+                               player.max_steps)  # fmt: skip
+            yield frame
+            if done:
+                break
+            action, beta = player.act(observation)
+            if beta is not None:
+                betas.append(beta)
+            observation, reward, terminated, truncated, info = env.step(action)
+            steps, total = steps + 1, total + float(reward)
+            ended = terminated or truncated
+            cut = not ended and player.max_steps is not None and steps >= player.max_steps
+            done = ended or cut
+            if done:
+                success = episode_success(info)
+                outcome = "success" if success else "cut" if cut else "failure"
+        for _ in range(hold):
+            yield frame
+        if results is not None:
+            results.append(EpisodeResult(episode_seed, steps, total, success, cut))
+
+
+def write_video(frames: Iterator[np.ndarray], path: str | Path, fps: int) -> int:
+    """Write `frames` to `path` (.mp4 via ffmpeg, .gif via Pillow, looping), atomically;
+    returns how many frames were written."""
+    import imageio.v2 as imageio
+
+    from agents.checkpoint import write_atomically
+
+    path = check_suffix(path)
+    count = 0
+
+    def write(temp: str) -> None:
+        nonlocal count
+        if path.suffix.lower() == ".gif":
+            writer = imageio.get_writer(temp, format="GIF", duration=1000 / fps, loop=0)
+        else:
+            writer = imageio.get_writer(temp, format="FFMPEG", fps=fps, macro_block_size=BLOCK)
+        with writer:
+            for frame in frames:
+                writer.append_data(frame)
+                count += 1
+
+    write_atomically(path, write)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # a video is for sharing (the temp file was private)
+    return count
+
+
+def render_video(
+    env_id: str | None,
+    agent: str,
+    out: str | Path,
+    episodes: int = 1,
+    checkpoint: str | Path | None = None,
+    seed: int = 0,
+    fps: int = 10,
+    hold: int = 4,
+    device: str = "cpu",
+    env_kwargs: dict[str, Any] | None = None,
+    greedy: bool = False,
+) -> RenderResult:
+    """Film `agent` for `episodes` episodes of `env_id` (default: its checkpoint's env)
+    into `out` (.mp4 or .gif). Bad input raises a ValueError before anything is played."""
+    out = check_suffix(out)
+    check_count("episodes", episodes)
+    check_count("fps", fps)
+    check_count("hold", hold, minimum=0)
+    if env_id is not None:
+        check_env_id(env_id)  # before loading a checkpoint
+    player, trained_on = make_player(agent, checkpoint, device, greedy)
+    env = make_env(env_id, env_kwargs, trained_on)
+    model = getattr(player, "agent", None)
+    if model is not None:
+        shape = tuple(env.observation_space.shape)
+        if shape != tuple(model.base.config.obs_shape):
+            raise ValueError(
+                f"{env.spec.id} observations have shape {shape}, the checkpoint's model reads "
+                f"{tuple(model.base.config.obs_shape)}: render it on the env it was trained on"
+            )
+    results: list[EpisodeResult] = []
+    try:
+        frames = render_frames(env, player, episodes, seed, hold, f"{env.spec.id}  {agent}",
+                               results)  # fmt: skip
+        count = write_video(frames, out, fps)
+    finally:
+        env.close()
+    return RenderResult(out, count, fps, tuple(results))
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    """`mcenv render`: registered by metacontroller_envs.cli only when it runs."""
+    render = commands.add_parser("render", help="draw an agent's episodes into an mp4 or gif")
+    render.add_argument("--env", default=None, help="registered id; default: the checkpoint's")
+    render.add_argument("--agent", required=True, help=" | ".join(AGENTS))
+    render.add_argument("--checkpoint", default=None,
+                        help="bc: a BC checkpoint; metacontroller: a discovery checkpoint; "
+                             "internal-rl: an internal-RL checkpoint")  # fmt: skip
+    render.add_argument("--episodes", type=int, default=1)
+    render.add_argument("--out", required=True, help="videos/NAME.mp4 or videos/NAME.gif")
+    render.add_argument("--seed", type=int, default=0, help="episode k: reset(seed=seed + k)")
+    render.add_argument("--fps", type=int, default=10)
+    render.add_argument("--hold", type=int, default=4, help="extra copies of an episode's end")
+    render.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    render.add_argument("--env-kwargs", default="{}", help='JSON, e.g. \'{"task": "0-1"}\'')
+    render.add_argument("--greedy", action="store_true", help="bc: argmax, not sampled actions")
+    render.set_defaults(run=render_command)
+
+
+def render_command(args: argparse.Namespace) -> int:
+    from metacontroller_envs.cli import env_kwargs_from_json
+
+    result = render_video(args.env, args.agent, args.out, args.episodes, args.checkpoint,
+                          args.seed, args.fps, args.hold, args.device,
+                          env_kwargs_from_json(args.env_kwargs), args.greedy)  # fmt: skip
+    print(result.line())
+    return 0
