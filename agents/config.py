@@ -61,7 +61,8 @@ class ModelConfig:
     binary_obs: bool = False
     """Observations are 0/1: the next-observation head uses a Bernoulli loss, else MSE."""
     plan_steps: int = 0
-    """pinpad encoder: value-iteration rounds of its planner (0: no planner)."""
+    """pinpad encoder: value-iteration rounds of its planner (0: no planner; for_env
+    turns it on for PinPad with 16 rounds, enough for any shortest path on 7 x 7)."""
     goal_head: bool = False
     """With the planner: p(a) = sum_c p(c | history) pi_c(a), a mixture over the colours c
     to head for, each pi_c a softmax of the action logits + scale * (how much longer move a
@@ -115,6 +116,8 @@ class ModelConfig:
         }
         if layout is not None:
             kwargs["encoder"] = layout["kind"]
+            if layout["kind"] == "pinpad":  # measured: 0.99 vs 0.48 success at step 500
+                kwargs.update(plan_steps=16, goal_head=True)
             kwargs["obs_layout"] = {  # JSON-friendly: slices as [start, stop]
                 key: [value.start, value.stop] if isinstance(value, slice) else value
                 for key, value in layout.items()

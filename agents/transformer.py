@@ -144,8 +144,7 @@ class ValueIteration(nn.Module):
     encoder leaves 20% of greedy PinPad steps off the shortest path). Returns, for each
     object and each of the agent's four neighbours (the env's action order), how many steps
     longer the path through that neighbour is than the best one (0 for the best, clamped
-    at -limit), and the neighbour's value. The cells must not change within a sequence
-    (PinPad's walls and colours never move): one plan serves all its steps.
+    at -limit), and the neighbour's value.
     """
 
     limit = 8.0
@@ -187,7 +186,7 @@ class ValueIteration(nn.Module):
 
     def forward(self, cells: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
         """cells (B, C, G, G) without the agent, the agent at (row, col) (B, T) ->
-        (B, T, features): one plan per sequence, read wherever the agent stands."""
+        (B, T, features): one plan per grid, read at each of the T places given."""
         padded = F.pad(self.values(cells), (1, 1, 1, 1))  # off the grid: value 0
         b = torch.arange(len(cells), device=cells.device)[:, None, None]
         rows = row[..., None] + 1 + self.row_offset  # (B, T, 4)
@@ -251,11 +250,10 @@ class PinPadEncoder(nn.Module):
         cols = (col[:, None] + self.window)[:, None, :]
         view = padded[torch.arange(len(x), device=x.device)[:, None, None], rows, cols]
         parts, moves = [view.flatten(1), x[:, self.extra]], None
-        if self.planner is not None:  # walls and colours never move within an episode
-            first = rearrange(cells[..., :-1], "(b t) h w c -> b t c h w", b=b)[:, 0]
-            plan = self.planner(first, row.view(b, t), col.view(b, t))
-            parts.append(plan.flatten(0, 1))
-            moves = plan[..., : self.planner.features // 2].unflatten(-1, (len(MOVES), -1))
+        if self.planner is not None:  # one plan per step: nothing assumes a fixed layout
+            plan = self.planner(cells[..., :-1].permute(0, 3, 1, 2), row[:, None], col[:, None])
+            parts.append(plan[:, 0])
+            moves = plan[:, 0, : self.planner.features // 2].view(b, t, len(MOVES), -1)
         return self.net(torch.cat(parts, dim=1)).view(b, t, -1), moves
 
 

@@ -116,8 +116,9 @@ def test_pinpad_encoder_sees_the_grid_from_the_agent():
     captured = {}
     encoder.net.register_forward_hook(lambda module, inputs, output: captured.update(x=inputs[0]))
     obs, _ = env.reset(seed=4)
-    encoder(torch.as_tensor(obs)[None, None])
-    view = captured["x"][0].view(13, 13, 13)  # (2G-1, 2G-1, 12 object channels + inside)
+    with torch.no_grad():
+        encoder(torch.as_tensor(obs)[None, None])
+    view = captured["x"][0, : 13**3].view(13, 13, 13)  # (2G-1, 2G-1, 12 objects + inside)
     grid = obs.reshape(7, 7, 13)
     row, col = np.argwhere(grid[..., 12])[0]
     for r in range(7):
