@@ -23,8 +23,10 @@ def discovery_checkpoint(tmp_path_factory):
     from agents.transformer import CausalTransformer
 
     torch.manual_seed(0)
+    # no planner: random weights then walk into colours often, so short RL runs see both
+    # successes and failures
     config = ModelConfig.for_env(gym.make("PinPad-v0"), "small", width=32, depth=2, heads=2,
-                                 mlp=64)  # fmt: skip
+                                 mlp=64, plan_steps=0, goal_head=False)  # fmt: skip
     base = CausalTransformer(config).eval()
     meta = MetaController(MetaControllerConfig.for_base(config)).eval()
     with torch.no_grad():
