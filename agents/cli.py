@@ -98,6 +98,24 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     sb3.add_argument("--device", default="auto")
     sb3.add_argument("--out", default="checkpoints/sb3.json", help="success history (JSON)")
     sb3.set_defaults(run=train_sb3_command)
+    disco = stages.add_parser("disco", help="an agent trained with DeepMind's Disco103 rule")
+    disco.add_argument("--env", default=None, help="default: PinPad-v0")
+    disco.add_argument("--env-kwargs", default=None, help="JSON, e.g. '{\"task_in_obs\": true}'")
+    disco.add_argument("--config", default=None, help="JSON file of DiscoConfig fields")
+    disco.add_argument("--weights", default=None,
+                       help="disco_103.npz (default: $DISCO103_WEIGHTS)")  # fmt: skip
+    disco.add_argument("--episodes", type=int, default=None, help="budget in episodes")
+    disco.add_argument("--steps", type=int, default=None, help="also stop after N updates")
+    disco.add_argument("--num-envs", type=int, default=None)
+    disco.add_argument("--rollout-len", type=int, default=None)
+    disco.add_argument("--batch-size", type=int, default=None)
+    disco.add_argument("--lr", type=float, default=None)
+    disco.add_argument("--seed", type=int, default=None)
+    disco.add_argument("--device", default=None, help="cpu, cuda or auto")
+    disco.add_argument("--out", default="checkpoints/disco.pt", help="checkpoint path")
+    disco.add_argument("--resume", action="store_true", help="continue the run in --out")
+    disco.add_argument("--overwrite", action="store_true", help="replace --out")
+    disco.set_defaults(run=train_disco_command)
     evaluate = commands.add_parser("eval", help="roll a trained agent out and report success")
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--env", default=None, help="default: the env it was trained on")
@@ -247,6 +265,34 @@ def train_sb3_command(args: argparse.Namespace) -> int:
     for point in history:
         print(json.dumps(point))
     print(f"history: {args.out}")
+    return 0
+
+
+def train_disco_command(args: argparse.Namespace) -> int:
+    from agents.checkpoint import load_checkpoint
+    from agents.config import load_config
+    from agents.disco_agent import DiscoConfig, train_disco
+    from metacontroller_envs.cli import env_kwargs_from_json
+
+    env_kwargs = None if args.env_kwargs is None else env_kwargs_from_json(args.env_kwargs)
+    config = load_config(
+        DiscoConfig,
+        args.config,
+        env=args.env,
+        env_kwargs=env_kwargs,
+        episodes=args.episodes,
+        steps=args.steps,
+        num_envs=args.num_envs,
+        rollout_len=args.rollout_len,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+    )
+    path = train_disco(config, Path(args.out), args.weights, args.resume, args.overwrite)
+    for point in load_checkpoint(path, "disco")["history"][-5:]:
+        print(json.dumps(point))
+    print(f"checkpoint: {path}")
     return 0
 
 
