@@ -201,7 +201,7 @@ def test_goal_head_is_a_mixture_of_walks_to_each_colour():
             bias = torch.full((8,), -1e4)
             bias[colour] = 0.0
             model.goal_head.bias.copy_(bias)
-            out = model(torch.as_tensor(obs[row : row + 1]),
-                        model.previous_actions(torch.as_tensor(actions[row : row + 1])))  # fmt: skip
+            previous = model.previous_actions(torch.as_tensor(actions[row : row + 1]))
+            out = model(torch.as_tensor(obs[row : row + 1]), previous)
             likely = (out.action[0, 0].exp() > 0.2).numpy()
             np.testing.assert_array_equal(likely, optimal[row, 0])
