@@ -168,15 +168,18 @@ class InternalRL:
         iteration: int,
         choose: CodeChooser | None = None,
         layout_of_row: np.ndarray | None = None,
+        seed: int | None = None,
     ) -> Episodes:
         """batch_episodes episodes, num_envs at a time, each env playing the same number.
         Rows with the same `layout_of_row` entry play the same layouts (default: one per
         row, or per group of rows for GRPO); `choose` picks the codes (default: sampling
-        the trained policy)."""
+        the trained policy). Row r's first episode starts from reset(seed=seed + its
+        layout entry); the default seed is a function of the run's seed and `iteration`."""
         c, n = self.config, self.config.num_envs
         rows = np.arange(n)
         choose = self.sample_codes if choose is None else choose
-        seed = c.seed * 1_000_003 + iteration * 7919
+        if seed is None:
+            seed = c.seed * 1_000_003 + iteration * 7919
         group_of_row = rows // c.group_size if c.advantage == "group" else rows
         if layout_of_row is not None:
             group_of_row = np.asarray(layout_of_row)

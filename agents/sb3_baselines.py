@@ -83,9 +83,11 @@ def train_sb3(
     device: str = "auto",
     every: int = 100,
     out: str | Path | None = None,
+    save: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Train SB3's `algo` on `env_id` (or on its latent wrapper) for `episodes` episodes;
-    returns (and writes to `out` as JSON) the success history."""
+    returns (and writes to `out` as JSON) the success history. `save`: also write the
+    trained model there (SB3's zip, atomically), to evaluate it later."""
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown algo {algo!r}: use one of {list(ALGORITHMS)}")
     check_count("episodes", episodes)
@@ -100,4 +102,6 @@ def train_sb3(
     model = ALGORITHMS[algo]("MlpPolicy", env, seed=seed, device=torch_device, verbose=0)
     budget = EpisodeBudget(episodes, every, out)
     model.learn(total_timesteps=10**12, callback=budget)
+    if save is not None:
+        write_atomically(save, model.save)
     return budget.history

@@ -1,1 +1,1 @@
-"""Benchmark scripts: throughput now; the leaderboard and renderer come with the agent."""
+"""Benchmark scripts: throughput, the leaderboard (leaderboard.py) and the renderer (render.py)."""

@@ -101,6 +101,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     else:
         commands.add_parser("render", help="draw an agent's episodes into an mp4 or gif",
                             add_help=False)  # fmt: skip
+    if argv and argv[0] == "bench":  # benchmarks.leaderboard (and torch) load only when it runs
+        from benchmarks.leaderboard import add_command as add_bench
+
+        add_bench(commands)
+    else:
+        commands.add_parser("bench", help="run the leaderboard (benchmarks/)", add_help=False)
     return parser
 
 

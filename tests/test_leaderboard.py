@@ -1,0 +1,203 @@
+"""The leaderboard (issue 7, part 1): a tiny run gives a well-formed table, JSON and curves;
+a re-run skips finished cells; a cell that fails or is interrupted keeps the finished ones."""
+
+import json
+
+import gymnasium as gym
+import matplotlib.image
+import pytest
+import torch
+
+import benchmarks.leaderboard as lb
+from agents.evaluate import RolloutReport
+from benchmarks.leaderboard import COLUMNS, Algo, Profile, Trained, finished, run_benchmark
+from metacontroller_envs.cli import main
+
+torch.set_num_threads(1)
+
+TINY = Profile(name="tiny", seeds=3, train_episodes=8, log_every=4, num_envs=4,
+               eval_episodes=8, data_episodes=16, bc_steps=2, batch_size=4,
+               discovery_steps=2)  # fmt: skip
+
+
+def parse_table(text):
+    """The leaderboard's main table: its header and its rows, as lists of cells."""
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    split = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    header = split[0]
+    rows = [row for row in split[1:] if len(row) == len(COLUMNS)]
+    assert header == list(COLUMNS)
+    return [dict(zip(header, row, strict=True)) for row in rows if row[0] != "field"]
+
+
+def mean_and_std(cell):
+    mean, std = cell.split(" (n=")[0].split(" ± ")
+    return float(mean), float(std)
+
+
+def stub_algo(calls, fail_seed=None, error=RuntimeError, not_for=lambda env_id: None):
+    """A fast row with a learning curve whose train records its calls and can fail."""
+
+    def train(bench, cell, pretrained):
+        calls.append(cell.seed)
+        if cell.seed == fail_seed:
+            raise error("simulated failure")
+        history = [{"episodes": 4, "success": 0.1 * cell.seed, "env_steps": 40},
+                   {"episodes": 8, "success": 0.2 * cell.seed, "env_steps": 80}]  # fmt: skip
+        return Trained(episodes=8, env_steps=80, history=history)
+
+    def evaluate(bench, cell, trained):
+        return RolloutReport(cell.env_id, episodes=8, successes=cell.seed, mean_return=0.5,
+                             mean_length=10.0, seconds=0.01)  # fmt: skip
+
+    return Algo(train, evaluate, "a test row", not_for=not_for)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    failures = run_benchmark(TINY, out, algos=["random", "expert", "bc"], envs=["PinPad-v0"],
+                             device="cpu", progress=False)  # fmt: skip
+    return out, failures
+
+
+def test_tiny_run_writes_a_well_formed_table_and_json(tiny_run):
+    out, failures = tiny_run
+    assert failures == []
+    rows = parse_table((out / "leaderboard.md").read_text())
+    assert [(r["algo"], r["env"]) for r in rows] == [
+        ("random", "PinPad-v0"), ("expert", "PinPad-v0"), ("bc", "PinPad-v0")
+    ]  # fmt: skip
+    for row in rows:
+        mean, std = mean_and_std(row["success mean ± std"])
+        assert 0 <= mean <= 1 and std >= 0
+        float(row["return"])
+        float(row["steps/s"].replace(",", ""))
+        assert row["wall-clock"].endswith((" s", " min"))
+    by_algo = {r["algo"]: r for r in rows}
+    assert mean_and_std(by_algo["expert"]["success mean ± std"]) == (1.0, 0.0)
+    assert by_algo["bc"]["episodes"] == "16"  # the expert episodes it learned from
+    cells = sorted((out / "cells").glob("*.json"))
+    assert len(cells) == 9
+    for path in cells:
+        result = json.loads(path.read_text())
+        assert result["protocol"] == TINY.protocol()
+        assert result["eval"]["episodes"] == TINY.eval_episodes
+        assert result["eval"]["first_seed"] == 10**9 + 10**6 * result["seed"]
+        assert 0 <= result["eval"]["success"] <= 1 and result["wall_clock_s"] >= 0
+        assert path.name == f"{result['algo']}--{result['env']}--seed{result['seed']}.json"
+    bc = json.loads((out / "cells" / "bc--PinPad-v0--seed1.json").read_text())
+    assert bc["pretraining"]["data"]["episodes"] == 16 and "discovery" not in bc["pretraining"]
+    assert "## Shared pretraining" in (out / "leaderboard.md").read_text()
+
+
+def test_curves_png_is_readable(tiny_run):
+    out, _ = tiny_run
+    image = matplotlib.image.imread(out / "curves.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_rerun_skips_finished_cells(tiny_run, monkeypatch):
+    out, _ = tiny_run
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    calls = []
+    for name in ("random", "expert", "bc"):
+        monkeypatch.setitem(lb.ALGOS, name, stub_algo(calls, fail_seed=-1))
+    monkeypatch.setattr(lb, "collect", lambda *a, **k: pytest.fail("collected again"))
+    assert run_benchmark(TINY, out, algos=["random", "expert", "bc"], envs=["PinPad-v0"],
+                         device="cpu", progress=False) == []  # fmt: skip
+    assert calls == []
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")} == before
+    other = Profile(**{**TINY.protocol(), "eval_episodes": 16})  # another protocol: not done
+    assert finished(out / "cells" / "random--PinPad-v0--seed0.json", other) is None
+
+
+def test_a_failing_cell_keeps_the_finished_ones_and_runs_on_the_next_call(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setitem(lb.ALGOS, "stub", stub_algo(calls, fail_seed=1))
+    failures = run_benchmark(TINY, tmp_path, algos=["stub"], envs=["PinPad-v0"], device="cpu",
+                             progress=False)  # fmt: skip
+    assert [(cell.name, error) for cell, error in failures] == [
+        ("stub--PinPad-v0--seed1", "RuntimeError: simulated failure")
+    ]
+    assert sorted(p.name for p in (tmp_path / "cells").glob("*.json")) == [
+        "stub--PinPad-v0--seed0.json", "stub--PinPad-v0--seed2.json"
+    ]  # fmt: skip
+    (row,) = parse_table((tmp_path / "leaderboard.md").read_text())
+    assert row["success mean ± std"].endswith("(n=2)")
+    calls.clear()
+    monkeypatch.setitem(lb.ALGOS, "stub", stub_algo(calls))
+    assert run_benchmark(TINY, tmp_path, algos=["stub"], envs=["PinPad-v0"], device="cpu",
+                         progress=False) == []  # fmt: skip
+    assert calls == [1]  # only the failed cell ran again
+    (row,) = parse_table((tmp_path / "leaderboard.md").read_text())
+    assert mean_and_std(row["success mean ± std"]) == (pytest.approx(1 / 8), pytest.approx(1 / 8))
+    assert row["episodes"] == "8" and row["env steps"] == "80"
+    assert matplotlib.image.imread(tmp_path / "curves.png").ndim == 3
+
+
+def test_an_interrupted_run_keeps_finished_cells_and_writes_the_table(tmp_path, monkeypatch):
+    monkeypatch.setitem(lb.ALGOS, "stub", stub_algo([], fail_seed=1, error=KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(TINY, tmp_path, algos=["stub"], envs=["PinPad-v0"], device="cpu",
+                      progress=False)  # fmt: skip
+    assert [p.name for p in (tmp_path / "cells").glob("*.json")] == ["stub--PinPad-v0--seed0.json"]
+    assert len(parse_table((tmp_path / "leaderboard.md").read_text())) == 1
+
+
+def test_a_row_that_does_not_apply_shows_its_reason(tmp_path, monkeypatch):
+    reason = "it needs something this env lacks"
+    not_for = lambda env_id: reason if env_id == "PinPad-Posttrain-v0" else None  # noqa: E731
+    monkeypatch.setitem(lb.ALGOS, "stub", stub_algo([], not_for=not_for))
+    envs = ["PinPad-v0", "PinPad-Posttrain-v0"]
+    assert run_benchmark(TINY, tmp_path, algos=["stub"], envs=envs, seeds=[0], device="cpu",
+                         progress=False) == []  # fmt: skip
+    text = (tmp_path / "leaderboard.md").read_text()
+    rows = {r["env"]: r for r in parse_table(text)}
+    assert rows["PinPad-Posttrain-v0"]["success mean ± std"] == "n/a [1]"
+    assert f"[1] {reason}" in text
+    assert not (tmp_path / "cells" / "stub--PinPad-Posttrain-v0--seed0.json").exists()
+
+
+def test_internal_rl_rows_do_not_apply_to_envs_without_a_vector_entry_point():
+    assert lb.ALGOS["internal-rl"].not_for("PinPad-Posttrain-v0") is None
+    assert "vector entry point" in lb.ALGOS["internal-rl"].not_for("SubgoalBabyAI-Posttrain-v0")
+
+
+def test_mcenv_bench_dispatches_to_the_leaderboard(tmp_path, capsys):
+    argv = ["bench", "--quick", "--only-algo", "random", "--only-env", "PinPad-v0", "--seeds",
+            "0", "--out", str(tmp_path), "--device", "cpu", "--threads", "0"]  # fmt: skip
+    assert main(argv) == 0
+    assert (tmp_path / "cells" / "random--PinPad-v0--seed0.json").exists()
+    assert "Leaderboard: the quick profile" in (tmp_path / "leaderboard.md").read_text()
+    assert "leaderboard.md" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("env_id", list(lb.ENVS))
+def test_each_family_model_holds_its_longest_episode(env_id):
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    unwrapped = env.unwrapped
+    limit = unwrapped.config.horizon if env_id.startswith("PinPad") else unwrapped.level.max_steps
+    assert lb.FAMILIES[lb.ENVS[env_id]].max_len >= limit + 1
+
+
+def test_pretrained_rows_run_end_to_end_and_a_cell_is_deterministic(tmp_path):
+    """internal RL and SB3 on the latent wrapper, on the shared pretraining (built once)."""
+    assert run_benchmark(TINY, tmp_path, algos=["internal-rl", "ppo-latent"],
+                         envs=["PinPad-Posttrain-v0"], seeds=[0], device="cpu",
+                         progress=False) == []  # fmt: skip
+    for algo in ("internal-rl", "ppo-latent"):
+        result = json.loads((tmp_path / "cells" / f"{algo}--PinPad-Posttrain-v0--seed0.json")
+                            .read_text())  # fmt: skip
+        assert result["train"]["episodes"] == TINY.train_episodes
+        assert [p["episodes"] for p in result["history"]] == [4, 8]
+        assert result["eval"]["episodes"] == TINY.eval_episodes
+        assert "discovery" in result["pretraining"]
+    assert len(list((tmp_path / "cache" / "pretrain").iterdir())) == 1
+    bench = lb.Bench(TINY, tmp_path, "cpu")
+    cell = lb.Cell("internal-rl", "PinPad-Posttrain-v0", 0)
+    first, second = lb.run_cell(bench, cell), lb.run_cell(bench, cell)
+    for key in ("successes", "return", "length", "env_steps"):
+        assert first["eval"][key] == second["eval"][key]
+    assert first["history"] == second["history"]
