@@ -65,24 +65,23 @@ class Population:
 
     def __init__(self, centre: LatentPolicy, size: int, episodes_per_member: int) -> None:
         self.centre = centre
-        self.names = [name for name, _ in self.evolved(centre)]
         self.members = [copy.deepcopy(centre) for _ in range(size)]
         self.episodes_per_member = episodes_per_member
 
     @staticmethod
-    def evolved(policy: LatentPolicy) -> list[tuple[str, torch.nn.Parameter]]:
+    def evolved(policy: LatentPolicy) -> list[torch.nn.Parameter]:
         """The weights ES moves: all but log_std, which mean codes never use."""
-        return [(n, p) for n, p in policy.named_parameters() if n != "log_std"]
+        return [p for name, p in policy.named_parameters() if name != "log_std"]
 
     def vector(self) -> torch.Tensor:
-        return torch.cat([p.detach().flatten() for _, p in self.evolved(self.centre)])
+        return torch.cat([p.detach().flatten() for p in self.evolved(self.centre)])
 
     @torch.no_grad()
     def perturb(self, noise: torch.Tensor, sigma: float) -> None:
         """Member m gets the centre's weights + sigma * noise[m]."""
         theta = self.vector()
         for member, direction in zip(self.members, noise, strict=True):
-            weights = [p for _, p in self.evolved(member)]
+            weights = self.evolved(member)
             values = split_like(theta + sigma * direction, weights)
             for parameter, value in zip(weights, values, strict=True):
                 parameter.copy_(value)
@@ -117,7 +116,8 @@ def train_evolution(
     run = InternalRL(config.rollouts())
     centre: LatentPolicy = run.trained  # type: ignore[assignment]
     population = Population(centre, config.population, config.episodes_per_member)
-    evolved = [p for _, p in population.evolved(centre)]
+    evolved = population.evolved(centre)
+    dimension = sum(p.numel() for p in evolved)
     optimizer = torch.optim.Adam(evolved, lr=config.lr, weight_decay=config.weight_decay)
     history: list[dict] = []
     start = 0
@@ -145,8 +145,7 @@ def train_evolution(
     clock = time.perf_counter()
     for iteration in bar:
         generator.manual_seed(config.seed * 1_000_003 + iteration)
-        half = torch.randn(pairs, len(population.vector()), generator=generator,
-                           device=run.device)  # fmt: skip
+        half = torch.randn(pairs, dimension, generator=generator, device=run.device)
         noise = torch.cat([half, -half])
         population.perturb(noise, config.sigma)
         episodes = run.collect(iteration, population.choose, layout_of_row)

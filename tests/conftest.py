@@ -36,3 +36,27 @@ def discovery_checkpoint(tmp_path_factory):
     save_checkpoint(path, "discovery", **model_state(base), controller_config=asdict(meta.config),
                     controller=meta.state_dict())  # fmt: skip
     return str(path)
+
+
+@pytest.fixture
+def check_resume(tmp_path):
+    """check(train, kind, config, whole_run_policy): a run stopped after its first update
+    (saved with the whole run's config, as if interrupted) and resumed ends with the same
+    policy weights as the uninterrupted run."""
+    import torch
+
+    from agents.checkpoint import load_checkpoint, save_checkpoint
+
+    def check(train, kind, config, whole_run_policy, first_update_episodes):
+        path = tmp_path / "interrupted.pt"
+        train(type(config)(**{**asdict(config), "episodes": first_update_episodes}), path,
+              progress=False)  # fmt: skip
+        saved = load_checkpoint(path, kind)
+        content = {k: v for k, v in saved.items() if k not in ("format", "format_version", "kind")}
+        save_checkpoint(path, kind, **{**content, "train_config": asdict(config)})
+        train(config, path, resume=True, progress=False)
+        resumed = load_checkpoint(path, kind)["policy"]
+        for name, value in whole_run_policy.items():
+            torch.testing.assert_close(resumed[name], value)
+
+    return check

@@ -1,13 +1,11 @@
 """Evolution strategies (issue 6, part 3): fitness shaping, the gradient estimate, the
 population's codes, antithetic layouts, training, resume and the command."""
 
-from dataclasses import asdict
-
 import numpy as np
 import pytest
 import torch
 
-from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.checkpoint import load_checkpoint
 from agents.config import EvolutionConfig
 from agents.evolution import Population, centred_ranks, es_gradient, train_evolution
 from agents.internal_rl import InternalRL, LatentPolicy
@@ -54,7 +52,7 @@ def test_population_members_are_the_centre_plus_their_noise_and_act_with_their_m
     noise = torch.randn(4, dimension)
     population.perturb(noise, sigma=0.5)
     for member, direction in zip(population.members, noise, strict=True):
-        moved = torch.cat([p.flatten() for _, p in Population.evolved(member)])
+        moved = torch.cat([p.flatten() for p in Population.evolved(member)])
         torch.testing.assert_close(moved, population.vector() + 0.5 * direction)
     e, h = torch.randn(3, 1, 6), torch.randn(1, 3, 5)
     rows = np.array([0, 3, 7])  # members 0, 1 and 3
@@ -85,7 +83,9 @@ def test_antithetic_twins_play_the_same_layouts(discovery_checkpoint):
     assert seeds[:4] == seeds[4:] and len(set(seeds[:4])) == 4
 
 
-def test_training_moves_the_policy_logs_success_and_resumes(discovery_checkpoint, tmp_path):
+def test_training_moves_the_policy_logs_success_and_resumes(
+    discovery_checkpoint, tmp_path, check_resume
+):
     config = small_es(discovery_checkpoint)
     log = []
     path = train_evolution(config, tmp_path / "a.pt", progress=False, log=log)
@@ -93,15 +93,7 @@ def test_training_moves_the_policy_logs_success_and_resumes(discovery_checkpoint
     assert all(0 <= m["success"] <= 1 and m["env_steps"] >= 8 for m in log)
     trained = load_checkpoint(path, "evolution")
     assert trained["policy"]["mean.weight"].abs().sum() > 0  # it moved from the prior
-    half = EvolutionConfig(**{**asdict(config), "episodes": 8})
-    train_evolution(half, tmp_path / "b.pt", progress=False)
-    saved = load_checkpoint(tmp_path / "b.pt", "evolution")
-    content = {k: v for k, v in saved.items() if k not in ("format", "format_version", "kind")}
-    save_checkpoint(tmp_path / "b.pt", "evolution", **{**content, "train_config": asdict(config)})
-    train_evolution(config, tmp_path / "b.pt", resume=True, progress=False)
-    resumed = load_checkpoint(tmp_path / "b.pt", "evolution")
-    for name, value in trained["policy"].items():
-        torch.testing.assert_close(resumed["policy"][name], value)
+    check_resume(train_evolution, "evolution", config, trained["policy"], 8)
 
 
 def test_bad_configs_are_clear_errors(discovery_checkpoint):

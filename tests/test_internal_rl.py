@@ -1,14 +1,13 @@
 """Internal RL (issue 6, part 2): the objective by hand, the rollouts, the baselines, resume."""
 
 import json
-from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 
 import metacontroller_envs  # noqa: F401
-from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.checkpoint import load_checkpoint
 from agents.config import InternalRLConfig
 from agents.internal_rl import (
     InternalRL,
@@ -95,7 +94,9 @@ def test_group_advantage_plays_each_group_on_one_layout(discovery_checkpoint):
     assert not np.array_equal(walls[0], walls[2])
 
 
-def test_training_updates_the_policy_logs_success_and_resumes(discovery_checkpoint, tmp_path):
+def test_training_updates_the_policy_logs_success_and_resumes(
+    discovery_checkpoint, tmp_path, check_resume
+):
     # one colour to visit: random codes succeed now and then, so the returns differ
     config = small_run(discovery_checkpoint, checkpoint_every=1, env="PinPad-v0",
                        env_kwargs={"task": "0"})  # fmt: skip
@@ -105,16 +106,7 @@ def test_training_updates_the_policy_logs_success_and_resumes(discovery_checkpoi
     assert 0 < sum(m["success"] for m in log) < 2
     trained = load_checkpoint(path, "internal_rl")
     assert trained["policy"]["mean.weight"].abs().sum() > 0  # it moved from the prior
-    # interrupted after one update, then resumed: the same policy as one whole run
-    half = InternalRLConfig(**{**asdict(config), "episodes": 8})
-    train_internal_rl(half, tmp_path / "b.pt", progress=False)
-    saved = load_checkpoint(tmp_path / "b.pt", "internal_rl")
-    content = {k: v for k, v in saved.items() if k not in ("format", "format_version", "kind")}
-    save_checkpoint(tmp_path / "b.pt", "internal_rl", **{**content, "train_config": asdict(config)})
-    train_internal_rl(config, tmp_path / "b.pt", resume=True, progress=False)
-    resumed = load_checkpoint(tmp_path / "b.pt", "internal_rl")
-    for name, value in trained["policy"].items():
-        torch.testing.assert_close(resumed["policy"][name], value)
+    check_resume(train_internal_rl, "internal_rl", config, trained["policy"], 8)
 
 
 def test_bad_configs_are_clear_errors(discovery_checkpoint):
