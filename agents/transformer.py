@@ -250,10 +250,15 @@ class PinPadEncoder(nn.Module):
         cols = (col[:, None] + self.window)[:, None, :]
         view = padded[torch.arange(len(x), device=x.device)[:, None, None], rows, cols]
         parts, moves = [view.flatten(1), x[:, self.extra]], None
-        if self.planner is not None:  # one plan per step: nothing assumes a fixed layout
-            plan = self.planner(cells[..., :-1].permute(0, 3, 1, 2), row[:, None], col[:, None])
-            parts.append(plan[:, 0])
-            moves = plan[:, 0, : self.planner.features // 2].view(b, t, len(MOVES), -1)
+        if self.planner is not None:
+            grids = rearrange(cells[..., :-1], "(b t) h w c -> b t c h w", b=b)
+            if torch.equal(grids, grids[:, :1].expand_as(grids)):  # PinPad: the layout stays
+                plan = self.planner(grids[:, 0], row.view(b, t), col.view(b, t))
+            else:  # one plan per step
+                plan = self.planner(grids.flatten(0, 1), row[:, None], col[:, None])
+            plan = plan.reshape(b, t, -1)
+            parts.append(plan.flatten(0, 1))
+            moves = plan[..., : self.planner.features // 2].unflatten(-1, (len(MOVES), -1))
         return self.net(torch.cat(parts, dim=1)).view(b, t, -1), moves
 
 
