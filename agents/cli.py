@@ -92,6 +92,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     sb3.add_argument("--env", default="PinPad-Posttrain-v0")
     sb3.add_argument("--latent", default=None, metavar="CHECKPOINT",
                      help="discovery checkpoint: act on its codes")  # fmt: skip
+    sb3.add_argument("--env-kwargs", default=None, help="JSON, e.g. '{\"task_in_obs\": true}'")
     sb3.add_argument("--episodes", type=int, default=20000, help="budget in episodes")
     sb3.add_argument("--every", type=int, default=100, help="episodes per logged point")
     sb3.add_argument("--seed", type=int, default=0)
@@ -259,9 +260,11 @@ def train_evolution_command(args: argparse.Namespace) -> int:
 
 def train_sb3_command(args: argparse.Namespace) -> int:
     from agents.sb3_baselines import train_sb3
+    from metacontroller_envs.cli import env_kwargs_from_json
 
+    env_kwargs = None if args.env_kwargs is None else env_kwargs_from_json(args.env_kwargs)
     history = train_sb3(args.algo, args.env, args.episodes, args.latent, args.seed,
-                        args.device, args.every, args.out)  # fmt: skip
+                        args.device, args.every, args.out, env_kwargs=env_kwargs)  # fmt: skip
     for point in history:
         print(json.dumps(point))
     print(f"history: {args.out}")

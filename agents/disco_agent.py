@@ -32,7 +32,7 @@ from gymnasium.vector import AutoresetMode
 from torch import nn
 from tqdm import tqdm
 
-from agents.checkpoint import save_checkpoint
+from agents.checkpoint import load_checkpoint, save_checkpoint
 from agents.config import ModelConfig
 from agents.data import resolve_device
 from agents.disco import (
@@ -336,6 +336,21 @@ class DiscoRun:
         self.updates += 1
         return {"loss": total.item(), **{k: (v * valid).sum().item() / max(1.0, valid.sum()
                 .item()) for k, v in terms.items()}}  # fmt: skip
+
+
+def load_actor(path: str | Path, device: str | torch.device = "cpu") -> DiscoActor:
+    """The trained actor of a `train disco` checkpoint, in eval mode (acting needs only
+    its policy logits)."""
+    saved = load_checkpoint(path, KIND)
+    try:
+        config = DiscoConfig(**saved["train_config"])
+        actor = DiscoActor(ModelConfig(**saved["model_config"]), config.model_width)
+        actor.load_state_dict(saved["actor"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise ValueError(
+            f"checkpoint {path} does not hold a usable Disco103 actor: {error}"
+        ) from None
+    return actor.to(device).eval()
 
 
 def train_disco(

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from agents.checkpoint import save_checkpoint
 from agents.config import EvolutionConfig
-from agents.internal_rl import InternalRL, LatentPolicy
+from agents.internal_rl import CodeChooser, InternalRL, LatentPolicy
 from agents.train import check_new_run, load_run
 
 
@@ -96,9 +96,21 @@ class Population:
         h_new = torch.empty_like(h)
         for m in np.unique(members):
             at = np.flatnonzero(members == m)
-            dist, h_m = self.members[m].distribution(e[at], h[:, at].contiguous())
-            z[at], h_new[:, at] = dist.mean[:, 0], h_m
+            z[at], _, h_new[:, at] = mean_codes(self.members[m])(e[at], h[:, at].contiguous(),
+                                                                 rows[at])  # fmt: skip
         return z, e.new_zeros(len(rows)), h_new
+
+
+def mean_codes(policy: LatentPolicy) -> CodeChooser:
+    """The CodeChooser of a policy that ES trained: its mean code at every switch (ES
+    evolves and plays mean codes; sampling would play a policy it never scored)."""
+
+    @torch.no_grad()
+    def choose(e: torch.Tensor, h: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
+        dist, h_new = policy.distribution(e, h)
+        return dist.mean[:, 0], e.new_zeros(len(rows)), h_new
+
+    return choose
 
 
 def train_evolution(

@@ -61,10 +61,13 @@ class EpisodeBudget(BaseCallback):
             write_atomically(self.out, lambda temp: Path(temp).write_text(text))
 
 
-def make_env(env_id: str, latent: str | None, device: str, seed: int) -> gym.Env:
-    """The raw env, or with a discovery checkpoint `latent`, its LatentActionWrapper."""
+def make_env(
+    env_id: str, latent: str | None, device: str, seed: int, env_kwargs: dict | None = None
+) -> gym.Env:
+    """The raw env (gym.make(env_id, **env_kwargs)), or with a discovery checkpoint
+    `latent`, its LatentActionWrapper."""
     check_env_id(env_id)
-    env = gym.make(env_id)
+    env = gym.make(env_id, **(env_kwargs or {}))
     if latent is not None:
         from agents.latent import LatentAgent
         from metacontroller_envs.wrappers import LatentActionWrapper
@@ -84,16 +87,18 @@ def train_sb3(
     every: int = 100,
     out: str | Path | None = None,
     save: str | Path | None = None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train SB3's `algo` on `env_id` (or on its latent wrapper) for `episodes` episodes;
     returns (and writes to `out` as JSON) the success history. `save`: also write the
-    trained model there (SB3's zip, atomically), to evaluate it later."""
+    trained model there (SB3's zip, atomically), to evaluate it later. `env_kwargs`: keyword
+    arguments of gym.make (e.g. {"task_in_obs": True})."""
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown algo {algo!r}: use one of {list(ALGORITHMS)}")
     check_count("episodes", episodes)
     check_count("every", every)
     torch_device = str(resolve_device(device))
-    env = make_env(env_id, latent, torch_device, seed)
+    env = make_env(env_id, latent, torch_device, seed, env_kwargs)
     if algo == "sac" and not isinstance(env.action_space, gym.spaces.Box):
         raise ValueError(
             f"SAC needs a continuous (Box) action space; {env_id} has {env.action_space}: "

@@ -17,6 +17,9 @@ Rows (ALGOS; one entry each, an adapter that trains and evaluates):
   raw-rl                      internal RL's algorithm on the base model's own actions
   internal-rl-beta1           internal RL with beta = 1 (a new code every step)
   internal-rl                 internal RL on the MetaController's codes
+  es                          evolution strategies over internal RL's policy weights
+  disco103                    Disco103's meta-learned update rule, from scratch (needs
+                              $DISCO103_WEIGHTS; n/a without it)
   ppo                         SB3 PPO on the raw env
   ppo-latent, sac-latent      SB3 PPO / SAC on LatentActionWrapper (codes as actions)
 The internal-RL rows, the latent rows and bc use the pretraining of the env's family
@@ -76,9 +79,12 @@ from tqdm import tqdm
 
 import metacontroller_envs  # noqa: F401  (registers the envs)
 from agents.checkpoint import load_checkpoint, load_model, write_atomically
-from agents.config import BCConfig, DiscoveryConfig, InternalRLConfig
+from agents.config import BCConfig, DiscoveryConfig, EvolutionConfig, InternalRLConfig
 from agents.data import resolve_device
+from agents.disco import WEIGHTS_ENV
+from agents.disco_agent import DiscoConfig, load_actor, train_disco
 from agents.evaluate import RolloutReport, rollout
+from agents.evolution import mean_codes, train_evolution
 from agents.internal_rl import InternalRL, train_internal_rl
 from agents.sb3_baselines import ALGORITHMS, make_env, train_sb3
 from agents.train import train_bc, train_discovery
@@ -478,17 +484,19 @@ def train_internal_rl_row(
 
 
 def evaluate_policy(bench: Bench, cell: Cell, trained: Trained) -> RolloutReport:
-    """The trained policy, sampled, in waves of num_envs envs that each play one episode."""
+    """The trained policy as it was trained (internal RL: sampled; ES: its mean codes), in
+    waves of num_envs envs that each play one episode."""
     run: PolicyRun = trained.agent
     episodes, n = bench.profile.eval_episodes, wave_size(bench)
     config = dataclasses.replace(run.rollouts, num_envs=n, batch_episodes=n, advantage="batch")
     player = InternalRL(config)
     player.trained.load_state_dict(load_checkpoint(run.checkpoint, run.kind)["policy"])
     player.trained.eval()
+    choose = mean_codes(player.trained) if run.kind == "evolution" else None
     start = time.perf_counter()
     returns, lengths, successes = [], [], []
     for first in range(0, episodes, n):  # row r of a wave plays episode first + r
-        wave = player.collect(0, seed=eval_seed(cell.seed) + first)
+        wave = player.collect(0, choose, seed=eval_seed(cell.seed) + first)
         order = np.argsort(wave.rows, kind="stable")
         returns.append(wave.returns[order])
         lengths.append(wave.lengths[order])
@@ -523,12 +531,60 @@ def evaluate_sb3(bench: Bench, cell: Cell, trained: Trained) -> RolloutReport:
                 bench.profile.eval_episodes, eval_seed(cell.seed))  # fmt: skip
 
 
+def train_es_row(bench: Bench, cell: Cell, pretrained: Pretrained | None) -> Trained:
+    """ES with log_every episodes per update, like internal RL: up to 32 members in
+    antithetic pairs, each playing log_every / population of them."""
+    p = bench.profile
+    population = max(2, min(32, p.log_every // 4 // 2 * 2))
+    config = EvolutionConfig(
+        checkpoint=str(pretrained.discovery), env=cell.env_id, episodes=p.train_episodes,
+        population=population, episodes_per_member=max(1, p.log_every // population),
+        seed=cell.seed, device=bench.device,
+    )  # fmt: skip
+    run = PolicyRun(bench.work(cell) / "policy.pt", "evolution", config.rollouts())
+    return trained_policy(train_evolution, config, run)
+
+
+def no_disco_weights(env_id: str) -> str | None:
+    if not os.environ.get(WEIGHTS_ENV):
+        return f"Disco103's weights are not bundled: set ${WEIGHTS_ENV} to disco_103.npz"
+    return None
+
+
+def train_disco_row(bench: Bench, cell: Cell, pretrained: Pretrained | None) -> Trained:
+    """Disco103 from scratch, learning curve every log_every episodes."""
+    p = bench.profile
+    config = DiscoConfig(env=cell.env_id, episodes=p.train_episodes, num_envs=p.num_envs,
+                         log_every=p.log_every, seed=cell.seed, device=bench.device)  # fmt: skip
+    path = bench.work(cell) / "disco.pt"
+    start = time.perf_counter()
+    train_disco(config, path, progress=False, overwrite=True)
+    seconds = time.perf_counter() - start
+    saved = load_checkpoint(path, "disco")
+    curve = [{k: point[k] for k in ("episodes", "success", "env_steps")}
+             for point in saved["history"]]  # fmt: skip
+    return Trained(agent=path, episodes=saved["episodes"], env_steps=saved["env_steps"],
+                   seconds=seconds, history=curve)  # fmt: skip
+
+
+def evaluate_disco(bench: Bench, cell: Cell, trained: Trained) -> RolloutReport:
+    """The actor's policy, sampled, one env."""
+    actor = load_actor(trained.agent, bench.device)
+    generator = torch.Generator(device=bench.device).manual_seed(eval_seed(cell.seed))
+
+    @torch.no_grad()
+    def act(obs: Any) -> int:
+        logits = actor.logits(torch.as_tensor(obs, device=bench.device)[None])
+        return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+
+    return play(gym.make(cell.env_id), cell.env_id, act, bench.profile.eval_episodes,
+                eval_seed(cell.seed))  # fmt: skip
+
+
 #: What the rows built on internal RL's rollouts share.
 ON_INTERNAL_RL: dict[str, Any] = {"pretraining": "discovery", "not_for": without_vector_env}
 #: The rows, in table order. A new row is one entry: an Algo whose train returns a Trained
-#: and whose evaluate plays it. An ES row, for one: train with trained_policy(
-#: agents.evolution.train_evolution, config, PolicyRun(path, "evolution",
-#: config.rollouts()), ...), evaluate with evaluate_policy, **ON_INTERNAL_RL.
+#: and whose evaluate plays it.
 ALGOS: dict[str, Algo] = {
     "random": Algo(no_training, evaluate_random, "uniform random actions"),
     "expert": Algo(no_training, evaluate_expert,
@@ -546,6 +602,12 @@ ALGOS: dict[str, Algo] = {
     "internal-rl": Algo(train_internal_rl_row, evaluate_policy,
                         "internal RL: a policy over the MetaController's codes, a new code "
                         "where the switch fires", **ON_INTERNAL_RL),
+    "es": Algo(train_es_row, evaluate_policy,
+               "evolution strategies over internal RL's policy weights (antithetic pairs, "
+               "mean codes at the switches)", **ON_INTERNAL_RL),
+    "disco103": Algo(train_disco_row, evaluate_disco,
+                     "an agent trained from scratch with DeepMind's meta-learned Disco103 "
+                     "update rule", not_for=no_disco_weights),
     "ppo": Algo(partial(train_sb3_row, algo="ppo"), evaluate_sb3,
                 "SB3 PPO (MlpPolicy, SB3's defaults) on the raw env"),
     "ppo-latent": Algo(partial(train_sb3_row, algo="ppo"), evaluate_sb3,

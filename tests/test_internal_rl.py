@@ -128,7 +128,8 @@ def test_commands_run_internal_rl_and_the_sb3_rows(discovery_checkpoint, tmp_pat
           "--out", str(tmp_path / "rl.pt")]  # fmt: skip
     assert main(rl) == 0
     assert load_checkpoint(tmp_path / "rl.pt", "internal_rl")["history"][0]["episodes"] == 8
-    for algo, latent in [("ppo", []), ("sac", ["--latent", discovery_checkpoint])]:
+    task_in_obs = ["--env-kwargs", '{"task_in_obs": true}']
+    for algo, latent in [("ppo", task_in_obs), ("sac", ["--latent", discovery_checkpoint])]:
         out = tmp_path / f"{algo}.json"
         sb3 = ["train", "sb3", "--algo", algo, "--env", "PinPad-v0", "--episodes", "4",
                "--every", "2", "--device", "cpu", "--out", str(out), *latent]  # fmt: skip
@@ -136,6 +137,11 @@ def test_commands_run_internal_rl_and_the_sb3_rows(discovery_checkpoint, tmp_pat
         history = json.loads(out.read_text())
         assert [point["episodes"] for point in history] == [2, 4]
         assert all(point["env_steps"] >= point["episodes"] for point in history)
+    from agents.sb3_baselines import make_env
+
+    plain, with_task = (make_env("PinPad-v0", None, "cpu", 0, kwargs) for kwargs in
+                        (None, {"task_in_obs": True}))  # fmt: skip
+    assert with_task.observation_space.shape[0] > plain.observation_space.shape[0]
     capsys.readouterr()
     assert main(["train", "sb3", "--algo", "sac", "--env", "PinPad-v0", "--episodes", "2"]) == 2
     assert "SAC needs a continuous (Box) action space" in capsys.readouterr().err

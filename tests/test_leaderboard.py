@@ -2,6 +2,7 @@
 a re-run skips finished cells; a cell that fails or is interrupted keeps the finished ones."""
 
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import matplotlib.image
@@ -183,11 +184,11 @@ def test_each_family_model_holds_its_longest_episode(env_id):
 
 
 def test_pretrained_rows_run_end_to_end_and_a_cell_is_deterministic(tmp_path):
-    """internal RL and SB3 on the latent wrapper, on the shared pretraining (built once)."""
-    assert run_benchmark(TINY, tmp_path, algos=["internal-rl", "ppo-latent"],
-                         envs=["PinPad-Posttrain-v0"], seeds=[0], device="cpu",
-                         progress=False) == []  # fmt: skip
-    for algo in ("internal-rl", "ppo-latent"):
+    """internal RL, ES and SB3 on the latent wrapper, on the shared pretraining (built once)."""
+    algos = ["internal-rl", "es", "ppo-latent"]
+    assert run_benchmark(TINY, tmp_path, algos=algos, envs=["PinPad-Posttrain-v0"], seeds=[0],
+                         device="cpu", progress=False) == []  # fmt: skip
+    for algo in algos:
         result = json.loads((tmp_path / "cells" / f"{algo}--PinPad-Posttrain-v0--seed0.json")
                             .read_text())  # fmt: skip
         assert result["train"]["episodes"] == TINY.train_episodes
@@ -201,3 +202,22 @@ def test_pretrained_rows_run_end_to_end_and_a_cell_is_deterministic(tmp_path):
     for key in ("successes", "return", "length", "env_steps"):
         assert first["eval"][key] == second["eval"][key]
     assert first["history"] == second["history"]
+
+
+DISCO_WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "disco_103.npz"
+
+
+@pytest.mark.skipif(not DISCO_WEIGHTS.is_file(), reason=f"no Disco103 weights at {DISCO_WEIGHTS}")
+def test_disco103_row_trains_and_evaluates_and_needs_the_weights(tmp_path, monkeypatch):
+    monkeypatch.delenv("DISCO103_WEIGHTS", raising=False)
+    assert "DISCO103_WEIGHTS" in lb.ALGOS["disco103"].not_for("PinPad-v0")
+    monkeypatch.setenv("DISCO103_WEIGHTS", str(DISCO_WEIGHTS))
+    assert lb.ALGOS["disco103"].not_for("PinPad-v0") is None
+    assert run_benchmark(TINY, tmp_path, algos=["disco103"], envs=["PinPad-v0"], seeds=[0],
+                         device="cpu", progress=False) == []  # fmt: skip
+    result = json.loads((tmp_path / "cells" / "disco103--PinPad-v0--seed0.json").read_text())
+    assert result["train"]["episodes"] >= TINY.train_episodes
+    episodes = [point["episodes"] for point in result["history"]]
+    assert episodes == sorted(episodes) and episodes[0] >= TINY.log_every
+    assert result["eval"]["episodes"] == TINY.eval_episodes
+    assert result["pretraining"] is None
