@@ -45,11 +45,11 @@ Profiles (PROFILES):
          2-core development CPU, one torch thread, with other jobs running.
   full   5 seeds, 20,000 training episodes per RL cell (the paper's internal-RL budget),
          1,000 evaluation episodes, pretraining of 20,000 expert episodes, 6,000 BC steps
-         (the small preset's schedule) and 2,000 discovery steps. Estimated from the quick
-         run's throughput per row and env (and its episode lengths, those of agents that
-         fail): about 730 single-core CPU-hours for the cells (30 days), 60% of it SB3 on
-         the latent wrapper in BabyAI (one transformer step per env step), plus about 4
-         hours of pretraining. Run it on a GPU, or a row at a time with --only-algo.
+         (the small preset's schedule) and 2,000 discovery steps (alpha 0.05). Estimated
+         from the quick run's throughput per row and env (and its episode lengths, those of
+         agents that fail): about 730 single-core CPU-hours for the cells (30 days), 60%
+         of it SB3 on the latent wrapper in BabyAI (one transformer step per env step),
+         plus about 4 hours of pretraining. Run it on a GPU, or a row at a time with --only-algo.
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ class Profile:
     discovery_steps: int
     """MetaController discovery optimiser steps."""
     alpha: float = 0.3
-    """Discovery's KL weight (README: alpha 0.3 with a warm-up kept codes in use)."""
+    """Discovery's KL weight. The full profile uses 0.05, the README's measured setting on
+    the planning base model (0.3 collapses the codes onto the prior there)."""
     kl_warmup_steps: int = 0
     """Steps over which discovery's KL weight rises from 0 to alpha."""
     preset: str = "small"
@@ -155,7 +156,7 @@ PROFILES: dict[str, Profile] = {
     "full": Profile(
         name="full", seeds=5, train_episodes=20000, log_every=128, num_envs=64,
         eval_episodes=1000, data_episodes=20000, bc_steps=6000, batch_size=64,
-        discovery_steps=2000, kl_warmup_steps=800,
+        discovery_steps=2000, alpha=0.05, kl_warmup_steps=800,
         cost="estimated from the quick run's throughput: about 730 single-core CPU-hours "
              "for the cells (60% of it SB3 on the latent wrapper in BabyAI) and 4 hours of "
              "pretraining; run it on a GPU, or a row at a time with --only-algo"),

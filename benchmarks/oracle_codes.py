@@ -1,0 +1,139 @@
+"""How far the MetaController's codes can carry the base model on the post-training task.
+
+    python benchmarks/oracle_codes.py --checkpoint D.pt [--episodes 256] [--seed 0]
+
+Internal RL learns only from whole successes of PinPad-Posttrain-v0, whose pair-to-pair
+transitions never occur in pretraining. Two measurements say whether that can work:
+
+1. Exploration: free play on PinPad-v0 with a code from the prior N(0, I) at each switch
+   (how internal RL's untrained policy explores). Printed: how often each pair follows each
+   other pair, and the share of transitions absent from the pretraining tasks.
+2. An upper bound: an oracle that knows the task picks, wherever the switch fires, the
+   mean code in force when free play completed the pair it needs next (codes collected as
+   in the steering experiment). Printed: its success rate on PinPad-Posttrain-v0 and how
+   many of the 6 pairs its episodes completed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+import metacontroller_envs  # noqa: F401
+from agents.analysis import first_pair, load_metacontroller, play_with_codes
+from agents.data import resolve_device
+from agents.metacontroller import Controller, MetaController
+from agents.transformer import CausalTransformer
+from metacontroller_envs.pinpad import PRETRAIN_TASKS
+
+PAIRS = 4
+
+
+def pairs_of(colours: np.ndarray) -> list[int]:
+    """The pairs (0..3) an episode completed in order, from its visited colours."""
+    pairs = []
+    for first, second in zip(colours[::2], colours[1::2], strict=False):
+        if first < 0 or first % 2 or second != first + 1:
+            break
+        pairs.append(int(first) // 2)
+    return pairs
+
+
+def pretraining_transitions() -> set[tuple[int, int]]:
+    seen = set()
+    for task in PRETRAIN_TASKS:
+        pairs = [colour // 2 for colour in task[::2]]
+        seen |= set(zip(pairs, pairs[1:], strict=False))
+    return seen
+
+
+@torch.no_grad()
+def oracle_episodes(
+    base: CausalTransformer, meta: MetaController, codes: torch.Tensor, episodes: int,
+    seed: int, device: torch.device, generator: torch.Generator,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Success and progress (colours visited in order) of post-training episodes whose
+    codes the oracle picks: codes[pair the task needs next] wherever the switch fires."""
+    envs = gym.make_vec("PinPad-Posttrain-v0", num_envs=episodes,
+                        vectorization_mode="vector_entry_point",
+                        autoreset_mode=AutoresetMode.DISABLED)  # fmt: skip
+    batch = envs.unwrapped.batch
+    rows = np.arange(episodes)
+
+    def needed(e: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        colour = batch.task[rows, np.minimum(batch.progress, batch.task.shape[1] - 1)]
+        return codes[torch.as_tensor(colour // 2, device=device)]
+
+    control = Controller(meta, episodes, needed)
+    obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
+    cache = base.new_cache(episodes)
+    previous = torch.full((episodes,), base.start_action, device=device)
+    alive, success = np.ones(episodes, bool), np.zeros(episodes, bool)
+    try:
+        for _ in range(base.config.max_len - 1):
+            out = base.step(torch.as_tensor(obs, device=device), previous, cache,
+                            layer=meta.config.layer, intervene=control.intervene)  # fmt: skip
+            probs = torch.softmax(out.action[:, 0].float(), -1)
+            action = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            obs, reward, terminated, truncated, _ = envs.step(action.cpu().numpy())
+            success |= alive & (reward > 0)
+            alive &= ~(terminated | truncated)
+            previous = action
+            if not alive.any():
+                break
+        progress = batch.progress.copy()
+    finally:
+        envs.close()
+    return success, progress
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="from mcenv train discover")
+    parser.add_argument("--episodes", type=int, default=256)
+    parser.add_argument("--collect", type=int, default=1024, help="free-play episodes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    base, meta, _ = load_metacontroller(args.checkpoint, device)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    played = play_with_codes(base, meta, gym.spec("PinPad-v0"),
+                             [args.seed + i for i in range(args.collect)], device,
+                             generator)  # fmt: skip
+
+    counts = np.zeros((PAIRS, PAIRS), np.int64)
+    for colours in played["colours"]:
+        pairs = pairs_of(colours)
+        for before, after in zip(pairs, pairs[1:], strict=False):
+            counts[before, after] += 1
+    seen = pretraining_transitions()
+    novel = sum(counts[a, b] for a in range(PAIRS) for b in range(PAIRS) if (a, b) not in seen)
+    print(f"free play with prior codes, {args.collect} episodes of PinPad-v0 "
+          f"(layer {meta.config.layer}): pair transitions (row: from, column: to)")  # fmt: skip
+    for a in range(PAIRS):
+        print("  ", " ".join(f"{counts[a, b]:5d}{'*' if (a, b) not in seen else ' '}"
+                             for b in range(PAIRS)))  # fmt: skip
+    print(f"   {novel} of {counts.sum()} ({novel / max(counts.sum(), 1):.3f}) are absent from "
+          "the pretraining tasks (*)")  # fmt: skip
+
+    pairs = first_pair(played["colours"])
+    missing = [p for p in range(PAIRS) if not (pairs == p).any()]
+    if missing:
+        raise SystemExit(f"free play never completed pairs {missing} first: no code to use")
+    codes = torch.stack([torch.as_tensor(played["codes"][pairs == p, 1].mean(0))
+                         for p in range(PAIRS)]).to(device)  # fmt: skip
+    success, progress = oracle_episodes(base, meta, codes, args.episodes, args.seed + 10**7,
+                                        device, generator)  # fmt: skip
+    done = progress // 2
+    print(f"oracle codes on PinPad-Posttrain-v0, {args.episodes} episodes: success "
+          f"{success.mean():.3f}; pairs completed (of 6): mean {done.mean():.2f}, "
+          f"histogram {np.bincount(done, minlength=7).tolist()}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
