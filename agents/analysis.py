@@ -223,12 +223,10 @@ def play_with_codes(
     max_steps: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Free-play episodes of the controlled base model. Codes come from the prior N(0, I) at
-    each binarised switch, or are held fixed to `codes` (N, n_z). Returns the colours visited
-    (N, slots; -1 after the last), and the code in force at each visit (N, slots, n_z)."""
+    each binarised switch, or are held fixed to `codes` (N, n_z). Returns play_controlled's
+    record."""
     n = len(seeds)
     envs = _pinpad_free_play(spec, n)
-    batch = envs.unwrapped.batch
-    slots = batch.task.shape[1] - 1
     latent = meta.config.latent_dim
 
     def prior(e: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -237,23 +235,44 @@ def play_with_codes(
     control = Controller(meta, n, prior)
     if codes is not None:
         control.force(codes.to(device))
+    return play_controlled(base, control, envs, seeds, device, generator, max_steps)
+
+
+@torch.no_grad()
+def play_controlled(
+    base: CausalTransformer,
+    control: Controller,
+    envs: gym.vector.VectorEnv,
+    seeds: list[int],
+    device: str | torch.device,
+    generator: torch.Generator,
+    max_steps: int | None = None,
+) -> dict[str, np.ndarray]:
+    """One episode per env of a PinPad vector env without autoreset (closed after), the
+    base model acting (sampled) under `control`. Returns the colours visited (N, slots; -1
+    after the last), the code in force at each visit (N, slots, n_z) and success (N,)."""
+    n = len(seeds)
+    batch = envs.unwrapped.batch
+    slots = batch.task.shape[1] - 1
     obs, _ = envs.reset(seed=seeds)
     cache = base.new_cache(n)
     previous = torch.full((n,), base.start_action, device=device)
-    alive = np.ones(n, bool)
-    visit_codes = np.zeros((n, slots, latent), np.float32)
+    alive, success = np.ones(n, bool), np.zeros(n, bool)
+    visit_codes = np.zeros((n, slots, control.z.shape[1]), np.float32)
     steps = max_steps or base.config.max_len - 1
     try:
         for _ in range(steps):
             before = batch.progress.copy()
             out = base.step(torch.as_tensor(obs, device=device), previous, cache,
-                            layer=meta.config.layer, intervene=control.intervene)  # fmt: skip
+                            layer=control.meta.config.layer,
+                            intervene=control.intervene)  # fmt: skip
             probs = torch.softmax(out.action[:, 0].float(), -1)
             action = torch.multinomial(probs, 1, generator=generator)[:, 0]
-            obs, _, terminated, truncated, _ = envs.step(action.cpu().numpy())
+            obs, reward, terminated, truncated, _ = envs.step(action.cpu().numpy())
             visited = alive & (batch.progress > before)
             rows = np.flatnonzero(visited)
             visit_codes[rows, before[rows]] = control.z[rows].float().cpu().numpy()
+            success |= alive & (reward > 0)
             alive &= ~(terminated | truncated)
             previous = action
             if not alive.any():
@@ -262,7 +281,7 @@ def play_with_codes(
         colours = np.where(np.arange(slots) < progress[:, None], batch.task[:, :slots], -1)
     finally:
         envs.close()
-    return {"colours": colours, "codes": visit_codes}
+    return {"colours": colours, "codes": visit_codes, "success": success}
 
 
 def first_pair(colours: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 import metacontroller_envs  # noqa: F401
-from agents.analysis import first_pair, load_metacontroller, play_with_codes
+from agents.analysis import first_pair, load_metacontroller, play_controlled, play_with_codes
 from agents.data import resolve_device
 from agents.metacontroller import Controller, MetaController
 from agents.transformer import CausalTransformer
@@ -51,7 +51,6 @@ def pretraining_transitions() -> set[tuple[int, int]]:
     return seen
 
 
-@torch.no_grad()
 def oracle_episodes(
     base: CausalTransformer, meta: MetaController, codes: torch.Tensor, episodes: int,
     seed: int, device: torch.device, generator: torch.Generator,
@@ -68,27 +67,9 @@ def oracle_episodes(
         colour = batch.task[rows, np.minimum(batch.progress, batch.task.shape[1] - 1)]
         return codes[torch.as_tensor(colour // 2, device=device)]
 
-    control = Controller(meta, episodes, needed)
-    obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
-    cache = base.new_cache(episodes)
-    previous = torch.full((episodes,), base.start_action, device=device)
-    alive, success = np.ones(episodes, bool), np.zeros(episodes, bool)
-    try:
-        for _ in range(base.config.max_len - 1):
-            out = base.step(torch.as_tensor(obs, device=device), previous, cache,
-                            layer=meta.config.layer, intervene=control.intervene)  # fmt: skip
-            probs = torch.softmax(out.action[:, 0].float(), -1)
-            action = torch.multinomial(probs, 1, generator=generator)[:, 0]
-            obs, reward, terminated, truncated, _ = envs.step(action.cpu().numpy())
-            success |= alive & (reward > 0)
-            alive &= ~(terminated | truncated)
-            previous = action
-            if not alive.any():
-                break
-        progress = batch.progress.copy()
-    finally:
-        envs.close()
-    return success, progress
+    played = play_controlled(base, Controller(meta, episodes, needed), envs,
+                             [seed + i for i in range(episodes)], device, generator)  # fmt: skip
+    return played["success"], (played["colours"] >= 0).sum(1)
 
 
 def main() -> None:
