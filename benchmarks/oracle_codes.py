@@ -28,6 +28,7 @@ from agents.analysis import first_pair, load_metacontroller, play_controlled, pl
 from agents.data import resolve_device
 from agents.metacontroller import Controller, MetaController
 from agents.transformer import CausalTransformer
+from metacontroller_envs.checks import check_count
 from metacontroller_envs.pinpad import PRETRAIN_TASKS
 
 PAIRS = 4
@@ -80,6 +81,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    check_count("episodes", args.episodes)
+    check_count("collect", args.collect)
     device = resolve_device(args.device)
     base, meta, _ = load_metacontroller(args.checkpoint, device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
