@@ -252,7 +252,9 @@ class PinPadEncoder(nn.Module):
         parts, moves = [view.flatten(1), x[:, self.extra]], None
         if self.planner is not None:
             grids = rearrange(cells[..., :-1], "(b t) h w c -> b t c h w", b=b)
-            if torch.equal(grids, grids[:, :1].expand_as(grids)):  # PinPad: the layout stays
+            # PinPad's layout stays for an episode; all-zero steps are a batch's padding
+            same = (grids == grids[:, :1]).flatten(2).all(-1) | (grids == 0).flatten(2).all(-1)
+            if bool(same.all()):  # one plan per sequence
                 plan = self.planner(grids[:, 0], row.view(b, t), col.view(b, t))
             else:  # one plan per step
                 plan = self.planner(grids.flatten(0, 1), row[:, None], col[:, None])

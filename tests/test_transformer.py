@@ -205,3 +205,23 @@ def test_goal_head_is_a_mixture_of_walks_to_each_colour():
             out = model(torch.as_tensor(obs[row : row + 1]), previous)
             likely = (out.action[0, 0].exp() > 0.2).numpy()
             np.testing.assert_array_equal(likely, optimal[row, 0])
+
+
+def test_planner_plans_once_per_sequence_through_zero_padding():
+    """A batch's all-zero padding steps keep one plan per sequence (not one per step), the
+    real steps' outputs equal the unpadded sequences', and a layout that really changes
+    mid-sequence is planned step by step."""
+    model, _ = tiny("PinPad-v0", plan_steps=8, goal_head=True)
+    _, obs, actions, _ = expert_episodes(num_envs=2, steps=5)
+    obs, prev = torch.as_tensor(obs), model.previous_actions(torch.as_tensor(actions))
+    padded_obs = torch.cat([obs, torch.zeros_like(obs[:, :3])], 1)
+    padded_prev = torch.cat([prev, torch.zeros_like(prev[:, :3])], 1)
+    mixed = torch.cat([obs[:1, :3], obs[1:, 3:]], 1)  # sequence 0's layout, then 1's
+    planned = []
+    model.encoder.planner.register_forward_hook(lambda m, i, o: planned.append(len(i[0])))
+    with torch.no_grad():
+        alone = model(obs, prev)
+        padded = model(padded_obs, padded_prev)
+        model(mixed, prev[:1])
+    assert planned == [2, 2, 5]
+    torch.testing.assert_close(padded.action[:, :5], alone.action, atol=1e-5, rtol=1e-4)
