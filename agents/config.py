@@ -303,7 +303,8 @@ class InternalRLConfig:
     checkpoint: str
     """Discovery checkpoint (from `mcenv train discover`): the base model and MetaController."""
     env: str = "PinPad-Posttrain-v0"
-    """The task to learn (a registered env id with a vector entry point)."""
+    """The task to learn (a registered env id; its vector entry point is used where it has
+    one, else a SyncVectorEnv)."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of gym.make_vec for `env` (e.g. {"task": "0-1"})."""
     episodes: int = 20000
@@ -369,7 +370,8 @@ class EvolutionConfig:
     checkpoint: str
     """Discovery checkpoint (from `mcenv train discover`): the base model and MetaController."""
     env: str = "PinPad-Posttrain-v0"
-    """The task to learn (a registered env id with a vector entry point)."""
+    """The task to learn (a registered env id; its vector entry point is used where it has
+    one, else a SyncVectorEnv)."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of gym.make_vec for `env`."""
     episodes: int = 20000

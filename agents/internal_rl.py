@@ -20,11 +20,13 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector import AutoresetMode
 from torch import nn
 from tqdm import tqdm
 
@@ -127,6 +129,17 @@ def pad(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, mask
 
 
+def same_step_vector_env(env_id: str, num_envs: int, kwargs: dict) -> gym.vector.VectorEnv:
+    """num_envs copies of env_id that reset in the step an episode ends: the env's own
+    vector entry point where it has one (PinPad), else a SyncVectorEnv (BabyAI)."""
+    if gym.spec(env_id).vector_entry_point is not None:
+        return gym.make_vec(env_id, num_envs=num_envs, autoreset_mode="SameStep", **kwargs)
+    return gym.vector.SyncVectorEnv(
+        [partial(gym.make, env_id, **kwargs) for _ in range(num_envs)],
+        autoreset_mode=AutoresetMode.SAME_STEP,
+    )
+
+
 class InternalRL:
     """The agent, its trained part and the rollouts of one run (internal RL or a baseline)."""
 
@@ -140,9 +153,7 @@ class InternalRL:
         self.agent = LatentAgent(
             base, None if self.raw else meta, config.num_envs, self.device, sample=self.raw
         )
-        self.envs = gym.make_vec(
-            config.env, num_envs=config.num_envs, autoreset_mode="SameStep", **config.env_kwargs
-        )
+        self.envs = same_step_vector_env(config.env, config.num_envs, config.env_kwargs)
         if not isinstance(self.envs.single_action_space, gym.spaces.Discrete):
             raise ValueError(f"internal RL here needs discrete actions, got {self.envs}")
         torch.manual_seed(config.seed)

@@ -26,8 +26,8 @@ The internal-RL rows, the latent rows and bc use the pretraining of the env's fa
 (PinPad-v0 for the PinPad envs, SubgoalBabyAI-Pretrain-v0 for BabyAI): for each seed,
 expert episodes (`mcenv collect`'s collector) -> behaviour cloning -> MetaController
 discovery, built once under <out>/cache/ and reused by every cell that needs it. A row
-that cannot run on an env (internal RL's rollouts on BabyAI, which has no vector entry
-point) is shown as n/a with the reason as a footnote.
+that cannot run on an env (Disco103 without its weights) is shown as n/a with the reason
+as a footnote; finished cells are shown whatever a later invocation lacks.
 
 Outputs under --out (default benchmarks/results/<profile>/): cells/<algo>--<env>--seed<k>.json
 (one per cell, written atomically: an interrupted run keeps every finished cell, and a
@@ -399,18 +399,6 @@ def wave_size(bench: Bench) -> int:
     return min(EVAL_WAVE, bench.profile.eval_episodes)
 
 
-def without_vector_env(env_id: str) -> str | None:
-    """Why internal RL's rollouts cannot run on `env_id`, if they cannot."""
-    if gym.spec(env_id).vector_entry_point is None:
-        return (
-            "internal RL's rollouts (agents.internal_rl.InternalRL) call gym.make_vec(env, "
-            "autoreset_mode=...), which needs the env's own vector entry point; the BabyAI "
-            "envs have none, and gym.make_vec's sync fallback passes autoreset_mode to the "
-            "env, which rejects it"
-        )
-    return None
-
-
 def no_training(bench: Bench, cell: Cell, pretrained: Pretrained | None) -> Trained:
     return Trained(seconds=0.0)
 
@@ -583,7 +571,7 @@ def evaluate_disco(bench: Bench, cell: Cell, trained: Trained) -> RolloutReport:
 
 
 #: What the rows built on internal RL's rollouts share.
-ON_INTERNAL_RL: dict[str, Any] = {"pretraining": "discovery", "not_for": without_vector_env}
+ON_INTERNAL_RL: dict[str, Any] = {"pretraining": "discovery"}
 #: The rows, in table order. A new row is one entry: an Algo whose train returns a Trained
 #: and whose evaluate plays it.
 ALGOS: dict[str, Algo] = {
@@ -793,8 +781,8 @@ def table_rows(
         if not any(key[0] == name for key in results):
             continue
         for env_id in ENVS:
-            reason = algo.not_for(env_id)
             cells = results.get((name, env_id))
+            reason = None if cells else algo.not_for(env_id)  # finished cells always show
             if reason is not None:
                 if reason not in notes:
                     notes.append(reason)
@@ -817,6 +805,14 @@ def table_rows(
                     f"{mean(lambda c: c['steps_per_s']):,.0f}",
                 ])  # fmt: skip
     return rows, notes
+
+
+def success_by_env(rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """The table's success column at a glance: one row per algo, one column per env."""
+    envs = [env_id for env_id in ENVS if any(row[1] == env_id for row in rows)]
+    success = {(row[0], row[1]): row[2] for row in rows}
+    algos = list(dict.fromkeys(row[0] for row in rows))
+    return ["algo", *envs], [[a, *(success.get((a, e), "-") for e in envs)] for a in algos]
 
 
 def markdown_table(header: list[str] | tuple[str, ...], rows: list[list[str]]) -> str:
@@ -877,6 +873,10 @@ def write_leaderboard(bench: Bench) -> Path:
             "",
         ]
     lines += [
+        "Success at a glance (evaluation success, mean ± std over seeds):",
+        "",
+        markdown_table(*success_by_env(rows)),
+        "",
         markdown_table(COLUMNS, rows),
         "",
         f"success: the fraction of a cell's {p.eval_episodes} evaluation episodes (episode i "

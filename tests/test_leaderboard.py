@@ -23,12 +23,15 @@ TINY = Profile(name="tiny", seeds=3, train_episodes=8, log_every=4, num_envs=4,
 
 def parse_table(text):
     """The leaderboard's main table: its header and its rows, as lists of cells."""
+    split = table_lines(text)
+    start = split.index(list(COLUMNS))
+    rows = [row for row in split[start + 1 :] if len(row) == len(COLUMNS)]
+    return [dict(zip(COLUMNS, row, strict=True)) for row in rows if row[0] != "field"]
+
+
+def table_lines(text):
     lines = [line for line in text.splitlines() if line.startswith("| ")]
-    split = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
-    header = split[0]
-    rows = [row for row in split[1:] if len(row) == len(COLUMNS)]
-    assert header == list(COLUMNS)
-    return [dict(zip(header, row, strict=True)) for row in rows if row[0] != "field"]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
 
 
 def mean_and_std(cell):
@@ -90,6 +93,15 @@ def test_tiny_run_writes_a_well_formed_table_and_json(tiny_run):
     bc = json.loads((out / "cells" / "bc--PinPad-v0--seed1.json").read_text())
     assert bc["pretraining"]["data"]["episodes"] == 16 and "discovery" not in bc["pretraining"]
     assert "## Shared pretraining" in (out / "leaderboard.md").read_text()
+
+
+def test_the_glance_table_holds_each_rows_success(tiny_run):
+    out, _ = tiny_run
+    text = (out / "leaderboard.md").read_text()
+    header, *rows = table_lines(text)[: 1 + 3]
+    assert header == ["algo", "PinPad-v0"]
+    success = {r["algo"]: r["success mean ± std"] for r in parse_table(text)}
+    assert rows == [[algo, success[algo]] for algo in ("random", "expert", "bc")]
 
 
 def test_curves_png_is_readable(tiny_run):
@@ -160,9 +172,16 @@ def test_a_row_that_does_not_apply_shows_its_reason(tmp_path, monkeypatch):
     assert not (tmp_path / "cells" / "stub--PinPad-Posttrain-v0--seed0.json").exists()
 
 
-def test_internal_rl_rows_do_not_apply_to_envs_without_a_vector_entry_point():
-    assert lb.ALGOS["internal-rl"].not_for("PinPad-Posttrain-v0") is None
-    assert "vector entry point" in lb.ALGOS["internal-rl"].not_for("SubgoalBabyAI-Posttrain-v0")
+def test_internal_rl_rows_run_on_an_env_without_a_vector_entry_point(tmp_path):
+    """BabyAI has no vector entry point: internal RL and ES step a SyncVectorEnv there."""
+    env_id = "SubgoalBabyAI-Pretrain-v0"
+    assert gym.spec(env_id).vector_entry_point is None
+    assert run_benchmark(TINY, tmp_path, algos=["internal-rl", "es"], envs=[env_id], seeds=[0],
+                         device="cpu", progress=False) == []  # fmt: skip
+    for algo in ("internal-rl", "es"):
+        result = json.loads((tmp_path / "cells" / f"{algo}--{env_id}--seed0.json").read_text())
+        assert result["train"]["episodes"] >= TINY.train_episodes
+        assert result["eval"]["episodes"] == TINY.eval_episodes
 
 
 def test_mcenv_bench_dispatches_to_the_leaderboard(tmp_path, capsys):
@@ -221,3 +240,8 @@ def test_disco103_row_trains_and_evaluates_and_needs_the_weights(tmp_path, monke
     assert episodes == sorted(episodes) and episodes[0] >= TINY.log_every
     assert result["eval"]["episodes"] == TINY.eval_episodes
     assert result["pretraining"] is None
+    # its finished cell stays in the table when a later invocation lacks the weights
+    monkeypatch.delenv("DISCO103_WEIGHTS")
+    lb.write_leaderboard(lb.Bench(TINY, tmp_path, "cpu"))
+    row = parse_table((tmp_path / "leaderboard.md").read_text())[0]
+    assert row["algo"] == "disco103" and not row["success mean ± std"].startswith("n/a")
