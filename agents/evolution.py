@@ -17,7 +17,6 @@ the population's episodes: ES never plays theta itself.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from pathlib import Path
 
@@ -25,10 +24,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.checkpoint import save_checkpoint
 from agents.config import EvolutionConfig
-from agents.internal_rl import CodeChooser, InternalRL, LatentPolicy
-from agents.train import check_new_run, load_run
+from agents.internal_rl import (
+    CodeChooser,
+    InternalRL,
+    LatentPolicy,
+    PolicyCheckpoint,
+    episode_metrics,
+)
+from agents.train import check_new_run
 
 
 def centred_ranks(fitness: np.ndarray) -> np.ndarray:
@@ -131,19 +135,9 @@ def train_evolution(
     evolved = population.evolved(centre)
     dimension = sum(p.numel() for p in evolved)
     optimizer = torch.optim.Adam(evolved, lr=config.lr, weight_decay=config.weight_decay)
-    history: list[dict] = []
-    start = 0
-    if resume and checkpoint.exists():
-        saved = load_run(checkpoint, "evolution", config, run.device)
-        centre.load_state_dict(saved["policy"])
-        optimizer.load_state_dict(saved["optimizer"])
-        history, start = saved["history"], saved["iteration"]
-
-    def save(iteration: int) -> None:
-        save_checkpoint(checkpoint, "evolution", train_config=dataclasses.asdict(config),
-                        policy=centre.state_dict(), optimizer=optimizer.state_dict(),
-                        history=history, iteration=iteration)  # fmt: skip
-
+    saved = PolicyCheckpoint(checkpoint, "evolution", config, centre, optimizer, run.device,
+                             resume)  # fmt: skip
+    start = saved.start
     per_update = config.population * config.episodes_per_member
     iterations = -(-config.episodes // per_update)
     pairs = config.population // 2
@@ -170,18 +164,14 @@ def train_evolution(
         metrics = {
             "iteration": iteration + 1,
             "episodes": (iteration + 1) * per_update,
-            "success": float(episodes.success.mean()),
-            "return": float(episodes.returns.mean()),
+            **episode_metrics(episodes),
             "best_member_return": float(fitness.max()),
-            "length": float(episodes.lengths.mean()),
-            "choices_per_episode": float(episodes.mask.sum(1).float().mean()),
-            "env_steps": int(episodes.lengths.sum()),
             "seconds": time.perf_counter() - clock,
         }
-        history.append(metrics)
+        saved.history.append(metrics)
         if log is not None:
             log.append(dict(metrics))
         bar.set_postfix(success=f"{metrics['success']:.3f}")
         if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == iterations:
-            save(iteration + 1)
+            saved.save(iteration + 1)
     return checkpoint

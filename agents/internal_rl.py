@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from agents.analysis import load_metacontroller
 from agents.checkpoint import save_checkpoint
-from agents.config import InternalRLConfig
+from agents.config import EvolutionConfig, InternalRLConfig
 from agents.data import resolve_device
 from agents.latent import LatentAgent
 from agents.train import check_new_run, load_run
@@ -268,6 +268,42 @@ class InternalRL:
         return base.action_distribution(logits).log_prob(episodes.choices)
 
 
+class PolicyCheckpoint:
+    """A policy-training run's checkpoint (internal RL and ES): the policy, its optimiser,
+    the history of success against episodes and the iterations done. `resume` picks up an
+    existing one."""
+
+    def __init__(
+        self, path: Path, kind: str, config: InternalRLConfig | EvolutionConfig, policy: nn.Module,
+        optimizer: torch.optim.Optimizer, device: torch.device, resume: bool,
+    ) -> None:  # fmt: skip
+        self.path, self.kind, self.config = path, kind, config
+        self.policy, self.optimizer = policy, optimizer
+        self.history: list[dict] = []
+        self.start = 0
+        if resume and path.exists():
+            saved = load_run(path, kind, config, device)
+            policy.load_state_dict(saved["policy"])
+            optimizer.load_state_dict(saved["optimizer"])
+            self.history, self.start = saved["history"], saved["iteration"]
+
+    def save(self, iteration: int) -> None:
+        save_checkpoint(self.path, self.kind, train_config=dataclasses.asdict(self.config),
+                        policy=self.policy.state_dict(), optimizer=self.optimizer.state_dict(),
+                        history=self.history, iteration=iteration)  # fmt: skip
+
+
+def episode_metrics(episodes: Episodes) -> dict[str, float]:
+    """What both trainers log of an iteration's episodes."""
+    return {
+        "success": float(episodes.success.mean()),
+        "return": float(episodes.returns.mean()),
+        "length": float(episodes.lengths.mean()),
+        "choices_per_episode": float(episodes.mask.sum(1).float().mean()),
+        "env_steps": int(episodes.lengths.sum()),
+    }
+
+
 def train_internal_rl(
     config: InternalRLConfig,
     checkpoint: str | Path,
@@ -282,19 +318,9 @@ def train_internal_rl(
     check_new_run(checkpoint, resume, overwrite)
     run = InternalRL(config)
     optimizer = torch.optim.Adam(run.trained.parameters(), lr=config.lr)
-    history: list[dict] = []
-    start = 0
-    if resume and checkpoint.exists():
-        saved = load_run(checkpoint, "internal_rl", config, run.device)
-        run.trained.load_state_dict(saved["policy"])
-        optimizer.load_state_dict(saved["optimizer"])
-        history, start = saved["history"], saved["iteration"]
-
-    def save(iteration: int) -> None:
-        save_checkpoint(checkpoint, "internal_rl", train_config=dataclasses.asdict(config),
-                        policy=run.trained.state_dict(), optimizer=optimizer.state_dict(),
-                        history=history, iteration=iteration)  # fmt: skip
-
+    saved = PolicyCheckpoint(checkpoint, "internal_rl", config, run.trained, optimizer,
+                             run.device, resume)  # fmt: skip
+    start = saved.start
     iterations = -(-config.episodes // config.batch_episodes)
     bar = tqdm(range(start, iterations), initial=start, total=iterations,
                desc="internal rl", disable=not progress)  # fmt: skip
@@ -318,19 +344,15 @@ def train_internal_rl(
         metrics = {
             "iteration": iteration + 1,
             "episodes": (iteration + 1) * config.batch_episodes,
-            "success": float(episodes.success.mean()),
-            "return": float(episodes.returns.mean()),
-            "length": float(episodes.lengths.mean()),
-            "choices_per_episode": float(episodes.mask.sum(1).float().mean()),
-            "env_steps": int(episodes.lengths.sum()),
+            **episode_metrics(episodes),
             "loss": loss.item(),
             "seconds": time.perf_counter() - clock,
         }
-        history.append(metrics)
+        saved.history.append(metrics)
         if log is not None:
             log.append(dict(metrics))
         bar.set_postfix(success=f"{metrics['success']:.3f}",
                         choices=f"{metrics['choices_per_episode']:.1f}")  # fmt: skip
         if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == iterations:
-            save(iteration + 1)
+            saved.save(iteration + 1)
     return checkpoint
