@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -26,6 +27,16 @@ from agents.transformer import CausalTransformer
 from metacontroller_envs.checks import check_count
 from metacontroller_envs.data import EpisodeArrays
 from metacontroller_envs.evaluate import wilson_interval
+
+
+class StreamControl(Protocol):
+    """What rewrites the base model's stream in `play_controlled`: the layer it acts at,
+    the `intervene` hook of `CausalTransformer.step`, and the codes in force (N, n_z)."""
+
+    layer: int
+    z: torch.Tensor
+
+    def intervene(self, stream: torch.Tensor) -> torch.Tensor: ...
 
 
 def load_metacontroller(
@@ -241,7 +252,7 @@ def play_with_codes(
 @torch.no_grad()
 def play_controlled(
     base: CausalTransformer,
-    control: Controller,
+    control: StreamControl,
     envs: gym.vector.VectorEnv,
     seeds: list[int],
     device: str | torch.device,
@@ -249,8 +260,10 @@ def play_controlled(
     max_steps: int | None = None,
 ) -> dict[str, np.ndarray]:
     """One episode per env of a PinPad vector env without autoreset (closed after), the
-    base model acting (sampled) under `control`. Returns the colours visited (N, slots; -1
-    after the last), the code in force at each visit (N, slots, n_z) and success (N,)."""
+    base model acting (sampled) under `control` (a MetaController's `Controller`, or any
+    other `StreamControl`). Returns the colours visited in order until the episode ended
+    (N, slots; -1 after the last), the code in force at each visit (N, slots, n_z) and
+    success (N,)."""
     n = len(seeds)
     batch = envs.unwrapped.batch
     slots = batch.task.shape[1] - 1
@@ -258,13 +271,16 @@ def play_controlled(
     cache = base.new_cache(n)
     previous = torch.full((n,), base.start_action, device=device)
     alive, success = np.ones(n, bool), np.zeros(n, bool)
+    # without autoreset an ended env still steps (and may visit more colours): its
+    # progress is read while it is alive only
+    progress = batch.progress.copy()
     visit_codes = np.zeros((n, slots, control.z.shape[1]), np.float32)
     steps = max_steps or base.config.max_len - 1
     try:
         for _ in range(steps):
             before = batch.progress.copy()
             out = base.step(torch.as_tensor(obs, device=device), previous, cache,
-                            layer=control.meta.config.layer,
+                            layer=control.layer,
                             intervene=control.intervene)  # fmt: skip
             probs = torch.softmax(out.action[:, 0].float(), -1)
             action = torch.multinomial(probs, 1, generator=generator)[:, 0]
@@ -273,11 +289,11 @@ def play_controlled(
             rows = np.flatnonzero(visited)
             visit_codes[rows, before[rows]] = control.z[rows].float().cpu().numpy()
             success |= alive & (reward > 0)
+            progress = np.where(alive, batch.progress, progress)
             alive &= ~(terminated | truncated)
             previous = action
             if not alive.any():
                 break
-        progress = batch.progress.copy()
         colours = np.where(np.arange(slots) < progress[:, None], batch.task[:, :slots], -1)
     finally:
         envs.close()

@@ -250,6 +250,10 @@ class Controller:
         self.beta = torch.zeros(num, device=device)
         self.forced: torch.Tensor | None = None
 
+    @property
+    def layer(self) -> int:
+        return self.meta.config.layer
+
     def force(self, z: torch.Tensor | None) -> None:
         """Hold these codes (N, n_z) from now on, whatever the switch says (None: release)."""
         self.forced = z

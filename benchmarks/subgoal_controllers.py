@@ -1,0 +1,176 @@
+"""Is the base model linearly steerable to a pair, whatever came before? (The paper's Fig. 4.)
+
+    python benchmarks/subgoal_controllers.py --base BC.pt --dataset pinpad/PinPad-v0/expert-v0 \
+        [--layers 0 1 2 3 4] [--steps 300] [--episodes 256]
+
+Before any metacontroller: one low-rank linear controller per pair, e <- e + A_g (B_g^T e)
+at one layer, trained with the ground-truth pair labels of the expert data (action NLL,
+base model frozen), then switched in by the ground truth: on the pretraining tasks
+(PinPad-v0, task hidden) and on the held-out post-training task, whose pair-to-pair
+transitions the data never shows. High post-training success says the base model holds
+a "go to pair g" that composes; low success says no metacontroller on that layer can
+find one, since its decoder emits controllers of this same form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from torch import nn
+
+import metacontroller_envs  # noqa: F401
+from agents.analysis import play_controlled
+from agents.checkpoint import load_model
+from agents.data import resolve_device, to_torch
+from agents.train import dataset_env_spec
+from agents.transformer import CausalTransformer
+from metacontroller_envs.checks import check_count
+from metacontroller_envs.data import EpisodeArrays, load_episodes
+
+PAIRS = 4
+
+
+class PairControllers(nn.Module):
+    """One controller U_g = A_g B_g^T per pair g, applied as e + A_g (B_g^T e)."""
+
+    def __init__(self, width: int, rank: int = 16) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.zeros(PAIRS, width, rank))  # U = 0 at the start
+        self.b = nn.Parameter(torch.randn(PAIRS, width, rank) / width**0.5)
+
+    def forward(self, stream: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
+        """stream (B, T, width), pair (B, T) in 0..3 -> the controlled stream."""
+        low = torch.einsum("btw,gwr->btgr", stream, self.b)
+        every = torch.einsum("btgr,gwr->btgw", low, self.a)  # (B, T, pairs, width)
+        index = pair.long()[..., None, None].expand(-1, -1, 1, stream.shape[-1])
+        return stream + every.gather(2, index).squeeze(2)
+
+
+def pair_labels(tasks: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The pair (0..3) each step of a padded batch pursues: its task's pair at subgoal_index.
+    tasks (k, colours) is the env's task list, which the batch's task_index points into."""
+    colours = tasks[batch["task_index"]]
+    index = (2 * batch["subgoal_index"].long()).clamp(max=colours.shape[1] - 1)
+    return colours.gather(1, index) // 2
+
+
+def task_list(data: EpisodeArrays) -> np.ndarray:
+    """The colours of each task of the dataset's env, in task_index order."""
+    if (data.task_index < 0).any():
+        raise SystemExit(f"dataset {data.dataset_id} has episodes without a task_index")
+    env = gym.make(data.env_id)
+    try:
+        return np.asarray(env.unwrapped.config.task_table(), np.int64)
+    finally:
+        env.close()
+
+
+class PairControl:
+    """`StreamControl` for `play_controlled`: the controller of the pair each env needs next."""
+
+    def __init__(self, controllers: PairControllers, layer: int, envs: gym.vector.VectorEnv):
+        self.controllers, self.layer = controllers, layer
+        self.batch = envs.unwrapped.batch
+        self.z = torch.zeros(envs.num_envs, PAIRS)
+
+    def intervene(self, stream: torch.Tensor) -> torch.Tensor:
+        b = self.batch
+        rows = np.arange(len(b.progress))
+        colour = b.task[rows, np.minimum(b.progress, b.task.shape[1] - 1)]
+        pair = torch.as_tensor(np.maximum(colour, 0) // 2, device=stream.device)  # -1: done
+        self.z = nn.functional.one_hot(pair, PAIRS).float()
+        return self.controllers(stream, pair[:, None])
+
+
+def train_controllers(
+    base: CausalTransformer, data: EpisodeArrays, layer: int, steps: int, batch_size: int,
+    seed: int, device: torch.device,
+) -> tuple[PairControllers, float]:  # fmt: skip
+    """Controllers fitted to the expert's actions given the true pair; their last NLL."""
+    torch.manual_seed(seed)
+    controllers = PairControllers(base.config.width).to(device)
+    optimizer = torch.optim.AdamW(controllers.parameters(), lr=1e-3, weight_decay=0.03)
+    rng = np.random.default_rng(seed)
+    tasks = torch.as_tensor(task_list(data), device=device)
+    nll = float("nan")
+    for _ in range(steps):
+        batch = to_torch(data.padded(rng.choice(data.num_episodes, batch_size, False)), device)
+        pair = pair_labels(tasks, batch)
+        out = base(batch["observations"][:, :-1], base.previous_actions(batch["actions"]),
+                   layer=layer, intervene=partial(controllers, pair=pair))  # fmt: skip
+        weights = batch["mask"].float()
+        step_nll = -base.action_distribution(out.action).log_prob(batch["actions"])
+        loss = (step_nll * weights).sum() / weights.sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        nll = loss.item()
+    return controllers.eval(), nll
+
+
+def success_rate(
+    base: CausalTransformer, controllers: PairControllers | None, layer: int, env_id: str,
+    episodes: int, seed: int, device: torch.device,
+) -> tuple[float, float]:  # fmt: skip
+    """Success and mean colours visited in order, with the true pair's controller (or none)."""
+    envs = gym.make_vec(env_id, num_envs=episodes, vectorization_mode="vector_entry_point",
+                        autoreset_mode=AutoresetMode.DISABLED)  # fmt: skip
+    control = PairControl(controllers or PairControllers(base.config.width).to(device), layer,
+                          envs)  # fmt: skip
+    generator = torch.Generator(device=device).manual_seed(seed)
+    played = play_controlled(base, control, envs, [seed + i for i in range(episodes)], device,
+                             generator)  # fmt: skip
+    return float(played["success"].mean()), float((played["colours"] >= 0).sum(1).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="a base model from mcenv train bc")
+    parser.add_argument("--dataset", required=True, help="PinPad-v0 expert data")
+    parser.add_argument("--layers", type=int, nargs="+", default=None,
+                        help="layers to control (default: every one, 0..depth)")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--episodes", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    for name in ("steps", "batch_size", "episodes"):
+        check_count(name, getattr(args, name))
+    device = resolve_device(args.device)
+    base, _ = load_model(args.base, device)
+    base.requires_grad_(False).eval()
+    depth = base.config.depth
+    layers = args.layers if args.layers is not None else list(range(depth + 1))
+    bad = [layer for layer in layers if not 0 <= layer <= depth]
+    if bad:
+        raise SystemExit(f"--layers {bad} out of range: this base model has layers 0..{depth}")
+    spec = dataset_env_spec(args.dataset)
+    data = load_episodes(args.dataset, spec)
+    print(f"base {args.base} (depth {depth}), {args.steps} steps of {args.batch_size} episodes "
+          f"per layer, {args.episodes} evaluation episodes per env")  # fmt: skip
+    print("| layer | NLL | PinPad-v0 success (colours) | PinPad-Posttrain-v0 success (colours) |")
+    print("|---|---|---|---|")
+    eval_seed = args.seed + 10**7
+    rows = [("none", None, float("nan"), 0)]
+    for layer in layers:
+        clock = time.perf_counter()
+        controllers, nll = train_controllers(base, data, layer, args.steps, args.batch_size,
+                                             args.seed, device)  # fmt: skip
+        rows.append((str(layer), controllers, nll, layer))
+        print(f"  (layer {layer} trained in {time.perf_counter() - clock:.0f} s)", flush=True)
+    for name, controllers, nll, layer in rows:
+        cells = [success_rate(base, controllers, layer, env, args.episodes, eval_seed, device)
+                 for env in ("PinPad-v0", "PinPad-Posttrain-v0")]  # fmt: skip
+        print(f"| {name} | {nll:.3f} | " + " | ".join(f"{s:.3f} ({c:.2f})" for s, c in cells)
+              + " |", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
