@@ -11,6 +11,15 @@ import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec
 
 
+def add_run_options(parser: argparse.ArgumentParser, out: str) -> None:
+    """The options every checkpointed training command shares."""
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device", default=None, help="cpu, cuda or auto")
+    parser.add_argument("--out", default=out, help="checkpoint path")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace the checkpoint in --out")
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="train the bundled agent")
     stages = train.add_subparsers(dest="stage", required=True)
@@ -23,11 +32,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     bc.add_argument("--lr", type=float, default=None)
     bc.add_argument("--eval-every", type=int, default=None)
     bc.add_argument("--eval-episodes", type=int, default=None)
-    bc.add_argument("--seed", type=int, default=None)
-    bc.add_argument("--device", default=None, help="cpu, cuda or auto")
-    bc.add_argument("--out", default="checkpoints/bc.pt", help="checkpoint path")
-    bc.add_argument("--resume", action="store_true", help="continue the run in --out")
-    bc.add_argument("--overwrite", action="store_true", help="replace the checkpoint in --out")
+    add_run_options(bc, "checkpoints/bc.pt")
     bc.set_defaults(run=train_bc_command)
     discover = stages.add_parser("discover", help="a MetaController on a frozen base model")
     discover.add_argument("--base", help="base model checkpoint (from train bc)")
@@ -44,11 +49,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     discover.add_argument("--steps", type=int, default=None)
     discover.add_argument("--batch-size", type=int, default=None)
     discover.add_argument("--lr", type=float, default=None)
-    discover.add_argument("--seed", type=int, default=None)
-    discover.add_argument("--device", default=None, help="cpu, cuda or auto")
-    discover.add_argument("--out", default="checkpoints/discover.pt", help="checkpoint path")
-    discover.add_argument("--resume", action="store_true", help="continue the run in --out")
-    discover.add_argument("--overwrite", action="store_true", help="replace --out")
+    add_run_options(discover, "checkpoints/discover.pt")
     discover.set_defaults(run=train_discover_command)
     rl = stages.add_parser("internal-rl", help="RL on the MetaController's codes (or a baseline)")
     rl.add_argument("--checkpoint", help="discovery checkpoint (from train discover)")
@@ -64,11 +65,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                     help="ablation: beta = 1, a new code every step")  # fmt: skip
     rl.add_argument("--raw-actions", action="store_true", default=None,
                     help="baseline: the same RL on the base model's actions")  # fmt: skip
-    rl.add_argument("--seed", type=int, default=None)
-    rl.add_argument("--device", default=None, help="cpu, cuda or auto")
-    rl.add_argument("--out", default="checkpoints/internal_rl.pt", help="checkpoint path")
-    rl.add_argument("--resume", action="store_true", help="continue the run in --out")
-    rl.add_argument("--overwrite", action="store_true", help="replace --out")
+    add_run_options(rl, "checkpoints/internal_rl.pt")
     rl.set_defaults(run=train_internal_rl_command)
     es = stages.add_parser("es", help="evolution strategies on the MetaController's codes")
     es.add_argument("--checkpoint", help="discovery checkpoint (from train discover)")
@@ -81,11 +78,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     es.add_argument("--lr", type=float, default=None)
     es.add_argument("--force-switch", action="store_true", default=None,
                     help="ablation: beta = 1, a new code every step")  # fmt: skip
-    es.add_argument("--seed", type=int, default=None)
-    es.add_argument("--device", default=None, help="cpu, cuda or auto")
-    es.add_argument("--out", default="checkpoints/es.pt", help="checkpoint path")
-    es.add_argument("--resume", action="store_true", help="continue the run in --out")
-    es.add_argument("--overwrite", action="store_true", help="replace --out")
+    add_run_options(es, "checkpoints/es.pt")
     es.set_defaults(run=train_evolution_command)
     sb3 = stages.add_parser("sb3", help="Stable-Baselines3 on the raw env or on the codes")
     sb3.add_argument("--algo", default="ppo", choices=["ppo", "sac"])
@@ -111,11 +104,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     disco.add_argument("--rollout-len", type=int, default=None)
     disco.add_argument("--batch-size", type=int, default=None)
     disco.add_argument("--lr", type=float, default=None)
-    disco.add_argument("--seed", type=int, default=None)
-    disco.add_argument("--device", default=None, help="cpu, cuda or auto")
-    disco.add_argument("--out", default="checkpoints/disco.pt", help="checkpoint path")
-    disco.add_argument("--resume", action="store_true", help="continue the run in --out")
-    disco.add_argument("--overwrite", action="store_true", help="replace --out")
+    add_run_options(disco, "checkpoints/disco.pt")
     disco.set_defaults(run=train_disco_command)
     evaluate = commands.add_parser("eval", help="roll a trained agent out and report success")
     evaluate.add_argument("--checkpoint", required=True)
