@@ -62,11 +62,9 @@ def oracle_episodes(
                         vectorization_mode="vector_entry_point",
                         autoreset_mode=AutoresetMode.DISABLED)  # fmt: skip
     batch = envs.unwrapped.batch
-    rows = np.arange(episodes)
 
     def needed(e: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        colour = batch.task[rows, np.minimum(batch.progress, batch.task.shape[1] - 1)]
-        return codes[torch.as_tensor(colour // 2, device=device)]
+        return codes[torch.as_tensor(batch.next_colour // 2, device=device)]
 
     played = play_controlled(base, Controller(meta, episodes, needed), envs,
                              [seed + i for i in range(episodes)], device, generator)  # fmt: skip

@@ -80,10 +80,8 @@ class PairControl:
         self.z = torch.zeros(envs.num_envs, PAIRS)
 
     def intervene(self, stream: torch.Tensor) -> torch.Tensor:
-        b = self.batch
-        rows = np.arange(len(b.progress))
-        colour = b.task[rows, np.minimum(b.progress, b.task.shape[1] - 1)]
-        pair = torch.as_tensor(np.maximum(colour, 0) // 2, device=stream.device)  # -1: done
+        colour = np.maximum(self.batch.next_colour, 0)  # -1 once the task is done
+        pair = torch.as_tensor(colour // 2, device=stream.device)
         self.z = nn.functional.one_hot(pair, PAIRS).float()
         return self.controllers(stream, pair[:, None])
 
