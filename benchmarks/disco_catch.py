@@ -21,6 +21,7 @@ import numpy as np
 
 from agents.checkpoint import load_checkpoint
 from agents.disco_agent import DiscoConfig, train_disco
+from metacontroller_envs.checks import check_count
 
 ROWS, COLUMNS = 10, 5
 
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default=None, help="disco_103.npz ($DISCO103_WEIGHTS)")
     args = parser.parse_args()
+    check_count("steps", args.steps)  # 0 would mean no limit: an endless run here
     gym.register("DiscoCatch-v0", entry_point="benchmarks.disco_catch:Catch")
     config = DiscoConfig(env="DiscoCatch-v0", episodes=10**9, steps=args.steps, num_envs=2,
                          rollout_len=29, batch_size=64, replay_capacity=1024, lr=args.lr,
