@@ -56,6 +56,22 @@ class Catch(gym.Env):
         return self._obs(), reward, landed, False, {"success": caught} if landed else {}
 
 
+def train_on_catch(
+    steps: int, lr: float = 1e-2, seed: int = 0, weights: str | Path | None = None
+) -> list[dict]:
+    """Disco103 on Catch with the colab's settings; the logged history (success per block
+    of 200 episodes)."""
+    check_count("steps", steps)  # 0 would mean no limit: an endless run here
+    if "DiscoCatch-v0" not in gym.registry:
+        gym.register("DiscoCatch-v0", entry_point="benchmarks.disco_catch:Catch")
+    config = DiscoConfig(env="DiscoCatch-v0", episodes=10**9, steps=steps, num_envs=2,
+                         rollout_len=29, batch_size=64, replay_capacity=1024, lr=lr,
+                         log_every=200, seed=seed, device="cpu")  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        path = train_disco(config, Path(folder) / "catch.pt", weights)
+        return load_checkpoint(path, "disco")["history"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000, help="learner steps")
@@ -63,15 +79,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default=None, help="disco_103.npz ($DISCO103_WEIGHTS)")
     args = parser.parse_args()
-    check_count("steps", args.steps)  # 0 would mean no limit: an endless run here
-    gym.register("DiscoCatch-v0", entry_point="benchmarks.disco_catch:Catch")
-    config = DiscoConfig(env="DiscoCatch-v0", episodes=10**9, steps=args.steps, num_envs=2,
-                         rollout_len=29, batch_size=64, replay_capacity=1024, lr=args.lr,
-                         log_every=200, seed=args.seed, device="cpu")  # fmt: skip
-    with tempfile.TemporaryDirectory() as folder:
-        path = train_disco(config, Path(folder) / "catch.pt", args.weights)
-        history = load_checkpoint(path, "disco")["history"]
-    for point in history:
+    for point in train_on_catch(args.steps, args.lr, args.seed, args.weights):
         print(f"episodes {point['episodes']:6d}  learner steps {point['updates']:5d}  "
               f"success {point['success']:.3f}  return {point['return']:+.3f}")  # fmt: skip
 
