@@ -214,12 +214,17 @@ class SteeringReport:
         return {**asdict(self), "hit_rate": self.hit_rate, "baseline_rate": self.baseline_rate}
 
 
+def pinpad_episode_envs(env_id: str, n: int, **kwargs: object) -> gym.vector.VectorEnv:
+    """n copies of a PinPad env that play one episode each (no autoreset), the vector env
+    `play_controlled` steps."""
+    return gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point",
+                        autoreset_mode=AutoresetMode.DISABLED, **kwargs)  # fmt: skip
+
+
 def _pinpad_free_play(spec: EnvSpec, n: int) -> gym.vector.VectorEnv:
     if not spec.id.startswith("PinPad-"):
         raise ValueError(f"steering is measured on PinPad envs, not {spec.id}")
-    kwargs = {**spec.kwargs, "free_play": True}
-    return gym.make_vec(spec.id, num_envs=n, vectorization_mode="vector_entry_point",
-                        autoreset_mode=AutoresetMode.DISABLED, **kwargs)  # fmt: skip
+    return pinpad_episode_envs(spec.id, n, **{**spec.kwargs, "free_play": True})
 
 
 @torch.no_grad()

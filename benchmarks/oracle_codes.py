@@ -21,10 +21,15 @@ import argparse
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
 
 import metacontroller_envs  # noqa: F401
-from agents.analysis import first_pair, load_metacontroller, play_controlled, play_with_codes
+from agents.analysis import (
+    first_pair,
+    load_metacontroller,
+    pinpad_episode_envs,
+    play_controlled,
+    play_with_codes,
+)
 from agents.data import resolve_device
 from agents.metacontroller import Controller, MetaController
 from agents.transformer import CausalTransformer
@@ -58,9 +63,7 @@ def oracle_episodes(
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Success and progress (colours visited in order) of post-training episodes whose
     codes the oracle picks: codes[pair the task needs next] wherever the switch fires."""
-    envs = gym.make_vec("PinPad-Posttrain-v0", num_envs=episodes,
-                        vectorization_mode="vector_entry_point",
-                        autoreset_mode=AutoresetMode.DISABLED)  # fmt: skip
+    envs = pinpad_episode_envs("PinPad-Posttrain-v0", episodes)
     batch = envs.unwrapped.batch
 
     def needed(e: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

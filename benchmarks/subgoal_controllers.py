@@ -21,11 +21,10 @@ from functools import partial
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
 from torch import nn
 
 import metacontroller_envs  # noqa: F401
-from agents.analysis import play_controlled
+from agents.analysis import pinpad_episode_envs, play_controlled
 from agents.checkpoint import load_model
 from agents.data import resolve_device, to_torch
 from agents.train import dataset_env_spec
@@ -117,8 +116,7 @@ def success_rate(
     episodes: int, seed: int, device: torch.device,
 ) -> tuple[float, float]:  # fmt: skip
     """Success and mean colours visited in order, with the true pair's controller (or none)."""
-    envs = gym.make_vec(env_id, num_envs=episodes, vectorization_mode="vector_entry_point",
-                        autoreset_mode=AutoresetMode.DISABLED)  # fmt: skip
+    envs = pinpad_episode_envs(env_id, episodes)
     control = PairControl(controllers or PairControllers(base.config.width).to(device), layer,
                           envs)  # fmt: skip
     generator = torch.Generator(device=device).manual_seed(seed)
