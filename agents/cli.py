@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     discover.add_argument("--layer", type=int, default=None, help="default: depth // 2")
     discover.add_argument("--force-switch", action="store_true", default=None,
                           help="ablation: beta = 1 at every step")  # fmt: skip
+    discover.add_argument("--switch-noise", action="store_true",
+                          help="Gumbel-Sigmoid switch in training (App. C.6)")  # fmt: skip
     discover.add_argument("--cotrain", action="store_true", default=None,
                           help="ablation: train the base model too")  # fmt: skip
     discover.add_argument("--steps", type=int, default=None)
@@ -195,6 +198,9 @@ def train_discover_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
     )
+    if args.switch_noise:
+        overrides = {**config.controller_overrides, "switch_noise": True}
+        config = dataclasses.replace(config, controller_overrides=overrides)
     path = train_discovery(config, Path(args.out), resume=args.resume, overwrite=args.overwrite)
     print(f"checkpoint: {path}")
     return 0

@@ -215,6 +215,11 @@ class MetaControllerConfig:
     """Hidden units of the switching unit f_switch (not given in the paper)."""
     force_switch: bool = False
     """Ablation: beta_t = 1 at every step (a new code each step, no temporal abstraction)."""
+    switch_noise: bool = False
+    """Sample beta in training by the Gumbel-Sigmoid trick, sigmoid(logit + logistic
+    noise), a relaxed Bernoulli switch: the paper's rate-distortion runs on the grid world
+    (App. C.6, E.1). Off, beta is the switch's probability (the paper's main runs). Acting
+    and analysis always use the noiseless sigmoid(logit)."""
 
     def __post_init__(self) -> None:
         for name in ("width", "latent_dim", "rank", "history_dim", "embed_dim",

@@ -175,27 +175,38 @@ class MetaController(nn.Module):
         else:
             proposal = mu
         switch_in = self.switch_input(torch.cat([e, history_before], -1))
-        z, beta = self.integrate(switch_in, proposal)
+        switch_noise = None
+        if sample and c.switch_noise and not c.force_switch:  # Gumbel-Sigmoid: logistic noise
+            u = torch.rand(mu.shape[:2], generator=generator, device=mu.device)
+            u = u.clamp(1e-6, 1 - 1e-6)
+            switch_noise = torch.log(u) - torch.log1p(-u)
+        z, beta = self.integrate(switch_in, proposal, switch_noise)
         return MetaOutput(self.control(stream, z.to(stream.dtype)), z, beta, mu, log_var)
 
     def sequence_embedding(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.embedder(e, mask)
 
     def integrate(
-        self, switch_in: torch.Tensor, proposal: torch.Tensor
+        self,
+        switch_in: torch.Tensor,
+        proposal: torch.Tensor,
+        switch_noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The only per-step loop: beta_t needs z_t-1. beta_1 = 1 (no code yet)."""
+        """The only per-step loop: beta_t needs z_t-1. beta_1 = 1 (no code yet).
+        `switch_noise` (B, T): added to the switch's logits (the Gumbel-Sigmoid trick)."""
         if self.config.force_switch:
             return proposal, torch.ones(proposal.shape[:2], device=proposal.device)
         # the loop body is kept to a few fused ops: it runs once per step, in Python
         weight = self.switch_latent.weight.T  # (n_z, hidden)
         out_weight, out_bias = self.switch_output.weight[0], self.switch_output.bias
         inputs, proposals = switch_in.unbind(1), proposal.unbind(1)
+        noise = None if switch_noise is None else switch_noise.unbind(1)
         z_previous = proposals[0]
         codes, gates = [z_previous], [torch.ones_like(z_previous[:, 0])]
         for t in range(1, len(proposals)):
             hidden = torch.tanh(torch.addmm(inputs[t], z_previous, weight))
-            beta = torch.sigmoid(torch.addmv(out_bias, hidden, out_weight))
+            logit = torch.addmv(out_bias, hidden, out_weight)
+            beta = torch.sigmoid(logit if noise is None else logit + noise[t])
             z_previous = torch.lerp(z_previous, proposals[t], beta[:, None])
             codes.append(z_previous)
             gates.append(beta)

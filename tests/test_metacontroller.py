@@ -121,6 +121,27 @@ def test_temporal_integration_follows_the_gate():
         torch.testing.assert_close(beta[:, t], meta.switch_gate(switch_in[:, t], z[:, t - 1]))
 
 
+def test_switch_noise_adds_logistic_noise_to_the_gate_in_training_only():
+    meta = meta_for(switch_noise=True)
+    plain = meta_for()
+    stream, mask = torch.randn(2, 6, 16), torch.ones(2, 6, dtype=torch.bool)
+    # without sampling it is the plain gate; sampled, a relaxed Bernoulli of that gate
+    torch.testing.assert_close(meta(stream, mask, sample=False).beta,
+                               plain(stream, mask, sample=False).beta)  # fmt: skip
+    noisy = [meta(stream, mask, torch.Generator().manual_seed(s)).beta for s in (0, 0, 1)]
+    torch.testing.assert_close(noisy[0], noisy[1])  # seeded
+    assert not torch.allclose(noisy[0][:, 1:], noisy[2][:, 1:])
+    assert torch.all(noisy[0][:, 0] == 1)
+    # the noise is logistic: at a zero logit, beta ~ U(0, 1)
+    switch_in = torch.zeros(4000, 2, meta.config.switch_hidden)
+    with torch.no_grad():
+        meta.switch_output.bias.zero_()
+        meta.switch_output.weight.zero_()
+        u = torch.rand(4000, 2).clamp(1e-6, 1 - 1e-6)
+        _, beta = meta.integrate(switch_in, torch.randn(4000, 2, 8), u.log() - (-u).log1p())
+    torch.testing.assert_close(beta[:, 1], u[:, 1])
+
+
 def test_the_controller_is_a_low_rank_matrix_not_a_channel_gain():
     meta = meta_for()
     randomise_decoder(meta)
@@ -312,3 +333,10 @@ def test_discover_and_analyze_commands(trained, tmp_path, capsys):
                  str(figure), "--device", "cpu"])  # fmt: skip
     assert code == 0 and figure.exists()
     assert "switch F1" in capsys.readouterr().out
+    noisy = tmp_path / "noisy.pt"
+    code = main(["train", "discover", "--base", str(base), "--dataset", dataset, "--steps", "2",
+                 "--batch-size", "4", "--device", "cpu", "--switch-noise",
+                 "--out", str(noisy)])  # fmt: skip
+    assert code == 0
+    saved = load_checkpoint(noisy, "discovery")
+    assert saved["train_config"]["controller_overrides"] == {"switch_noise": True}
