@@ -46,7 +46,7 @@ from agents.disco import (
     RuleInputs,
 )
 from agents.train import check_new_run, load_run
-from agents.transformer import ENCODER_CLASSES
+from agents.transformer import ENCODER_CLASSES, goal_mixture
 from metacontroller_envs.checks import check_count
 
 KIND = "disco"
@@ -82,6 +82,10 @@ class DiscoConfig:
     """Width of the observation encoder's output."""
     model_width: int = 128
     """Hidden size of the action model and of the z, q and aux_pi heads."""
+    goal_head: bool = True
+    """PinPad: the policy is the base model's goal mixture, p(c) over colours read from the
+    features, then the planner's way to c (`agents.transformer.goal_mixture`); False: a
+    linear policy head. Other envs have no planner and ignore it."""
     log_every: int = 500
     """Finished episodes per point of the success history."""
     checkpoint_every: int = 100
@@ -132,22 +136,33 @@ class DiscoActor(nn.Module):
         for head in (self.policy, self.y):  # start near uniform, as DeepMind's agents
             nn.init.trunc_normal_(head.weight, std=1e-2)
             nn.init.zeros_(head.bias)
+        self.goal = None
+        if model_config.goal_head:  # PinPad: p(c) over colours, then the planner's way there
+            self.goal = nn.Linear(width, self.encoder.planner.passable.out_channels)
+            nn.init.trunc_normal_(self.goal.weight, std=1e-2)
+            nn.init.zeros_(self.goal.bias)
+            self.goal_scale = nn.Parameter(torch.tensor(2.0))
         self.root = nn.Linear(width, model_width)
         self.transition = LSTMCell(actions, model_width)
         self.z = Mlp([model_width, model_width, PREDICTION_SIZE])
         self.q = Mlp([model_width, model_width, NUM_BINS])
         self.aux_pi = Mlp([model_width, model_width, actions])
 
-    def features(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.encoder(obs)
+    def features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """obs [T, B, ...] -> (features [T, B, width], policy logits [T, B, A])."""
+        if self.goal is None:
+            x = self.encoder(obs)
+            return x, self.policy(x)
+        x, moves = self.encoder.encode(obs)
+        return x, goal_mixture(self.goal(x), self.policy(x), moves, self.goal_scale)
 
     def logits(self, obs: torch.Tensor) -> torch.Tensor:
         """Policy logits [N, A] of one observation per env [N, ...]: what acting needs."""
-        return self.policy(self.features(obs.unsqueeze(0)))[0]
+        return self.features(obs.unsqueeze(0))[1][0]
 
     def forward(self, obs: torch.Tensor) -> AgentOutputs:
         """obs [T, B, ...] -> AgentOutputs with leading dims [T, B]."""
-        x = self.features(obs)
+        x, logits = self.features(obs)
         cell = self.root(x)  # the model's root state: (tanh(c), c)
         a = self.num_actions
         state = (torch.tanh(cell).unsqueeze(-2).expand(*cell.shape[:-1], a, -1),
@@ -155,7 +170,7 @@ class DiscoActor(nn.Module):
         one_hot = torch.eye(a, dtype=x.dtype, device=x.device).expand(*cell.shape[:-1], a, a)
         after, _ = self.transition(one_hot, state)  # [T, B, A, model_width]: one step per a
         return AgentOutputs(
-            logits=self.policy(x), y=self.y(x), z=self.z(after), q=self.q(after),
+            logits=logits, y=self.y(x), z=self.z(after), q=self.q(after),
             aux_pi=self.aux_pi(after),
         )  # fmt: skip
 
@@ -226,6 +241,8 @@ class DiscoRun:
         self.rule = Disco103.from_weights(weights, device=self.device)
         probe = gym.make(config.env, **config.env_kwargs)
         self.model_config = ModelConfig.for_env(probe, "small", width=config.width)
+        if not config.goal_head:
+            self.model_config = dataclasses.replace(self.model_config, goal_head=False)
         probe.close()
         if not np.isfinite(self.model_config.obs_high):  # unbounded observations: unscaled
             self.model_config = dataclasses.replace(self.model_config, obs_high=1.0)
@@ -369,7 +386,7 @@ def train_disco(
     check_new_run(checkpoint, resume, overwrite)
     run = DiscoRun(config, weights)
     if resume and checkpoint.exists():
-        run.load(load_run(checkpoint, KIND, config, run.device))
+        run.load(load_run(checkpoint, KIND, config, run.device, budget=("episodes", "steps")))
     spec = gym.spec(config.env)
     spec = dataclasses.replace(spec, kwargs={**spec.kwargs, **config.env_kwargs})
 

@@ -124,10 +124,20 @@ def check_new_run(checkpoint: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
-def load_run(checkpoint: Path, kind: str, config: object, device: torch.device) -> dict:
-    """The checkpoint of the run being resumed, which must have the same config."""
+def load_run(
+    checkpoint: Path,
+    kind: str,
+    config: object,
+    device: torch.device,
+    budget: tuple[str, ...] = (),
+) -> dict:
+    """The checkpoint of the run being resumed, which must have the same config except for
+    the `budget` fields: where nothing is scheduled over the budget, a larger one simply
+    continues the run."""
     saved = load_checkpoint(checkpoint, kind, device)
-    if saved["train_config"] != dataclasses.asdict(config):
+    ours = {k: v for k, v in dataclasses.asdict(config).items() if k not in budget}
+    theirs = {k: v for k, v in saved["train_config"].items() if k not in budget}
+    if ours != theirs:
         raise ValueError(
             f"checkpoint {checkpoint} was trained with a different config: {saved['train_config']}"
         )

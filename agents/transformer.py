@@ -328,6 +328,23 @@ ENCODER_CLASSES = {
 }
 
 
+def goal_mixture(
+    goal_logits: torch.Tensor,
+    action_logits: torch.Tensor,
+    moves: torch.Tensor,
+    scale: torch.Tensor,
+) -> torch.Tensor:
+    """log p(a) = log sum_c p(c) pi_c(a), with p(c) = softmax(goal_logits) over colours and
+    pi_c = softmax(action_logits + scale * moves[..., c]): a choice of where to go, then the
+    planner's way there, which is how PinPad's expert acts.
+
+    goal_logits (..., colours), action_logits (..., A), moves (..., A, colours) -> (..., A).
+    """
+    goal = goal_logits.float().log_softmax(-1)
+    per_goal = (action_logits[..., None] + scale * moves).float().log_softmax(-2)
+    return torch.logsumexp(goal[..., None, :] + per_goal, dim=-1)
+
+
 class CausalTransformer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -404,10 +421,8 @@ class CausalTransformer(nn.Module):
     ) -> ModelOutput:
         h = self.final_norm(h)
         action = self.action_head(h)
-        if self.goal_head is not None:  # log sum_c p(c | history) pi_c(a): a mixture
-            goal = self.goal_head(h).float().log_softmax(-1)  # (B, T, colours)
-            per_goal = (action[..., None] + self.goal_scale * moves).float().log_softmax(-2)
-            action = torch.logsumexp(goal[..., None, :] + per_goal, dim=-1)
+        if self.goal_head is not None:
+            action = goal_mixture(self.goal_head(h), action, moves, self.goal_scale)
         return ModelOutput(action, self.obs_head(h), stream)
 
     def forward(

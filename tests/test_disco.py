@@ -3,6 +3,7 @@ gradient, the meta state in checkpoints, and a tiny training run through the CLI
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -216,6 +217,41 @@ def test_loss_is_finite_and_its_gradient_reaches_the_agent_only(rule):
     assert not targets.pi.requires_grad and not targets.values.q_td.requires_grad
 
 
+def test_pinpad_actor_acts_through_the_goal_mixture():
+    """On PinPad the policy is p(c) over colours, then the planner's way to c: with p on
+    the task's next colour, the likely moves are exactly the expert's. goal_head=False
+    gives the plain linear policy head."""
+    from agents.config import ModelConfig
+    from agents.disco_agent import DiscoActor
+    from metacontroller_envs.pinpad.expert import PinPadExpert
+
+    envs = gym.make_vec("PinPad-v0", num_envs=16, task_in_obs=True)
+    expert = PinPadExpert(envs, seed=0)
+    obs, _ = envs.reset(seed=0)
+    optimal = expert.action_masks()[0]
+    batch = envs.unwrapped.batch
+    next_colour = torch.as_tensor(batch.task[batch.rows, batch.progress])
+    config = dataclasses.replace(
+        ModelConfig.for_env(gym.make("PinPad-v0", task_in_obs=True), "small", width=32),
+        plan_steps=24,
+    )
+    actor = DiscoActor(config, model_width=16)
+    with torch.no_grad():
+        actor.policy.weight.zero_()
+        actor.goal.weight.zero_()
+        actor.goal_scale.fill_(20.0)
+    for row in range(16):  # the goal bias puts p(c) on this env's next colour
+        with torch.no_grad():
+            actor.goal.bias.copy_(torch.where(torch.arange(8) == next_colour[row], 0.0, -1e4))
+            logits = actor.logits(torch.as_tensor(obs[row : row + 1]))
+        likely = (torch.softmax(logits[0], -1) > 0.2).numpy()
+        np.testing.assert_array_equal(likely, optimal[row])
+    plain = DiscoActor(dataclasses.replace(config, goal_head=False), model_width=16)
+    assert plain.goal is None
+    x = torch.as_tensor(obs[None])
+    torch.testing.assert_close(plain(x).logits, plain.policy(plain.encoder(x)))
+
+
 @needs_reference
 def test_meta_state_round_trips_through_a_checkpoint(rule, tmp_path):
     _, state = rule.targets(reference_inputs(0), rule.initial_state())
@@ -291,3 +327,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     assert second["history"][: len(first["history"])] == first["history"]
     with pytest.raises(ValueError, match="different config"):
         train_disco(DiscoConfig(**{**config.__dict__, "lr": 1e-3}), out, WEIGHTS, resume=True)
+    # a larger budget continues the run (nothing is scheduled over it)
+    train_disco(DiscoConfig(**{**config.__dict__, "steps": 6}), out, WEIGHTS, resume=True,
+                progress=False)  # fmt: skip
+    third = load_checkpoint(out, "disco")
+    assert third["updates"] == 6 and third["history"][: len(second["history"])] == second["history"]
