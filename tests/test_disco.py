@@ -230,7 +230,7 @@ def test_pinpad_actor_acts_through_the_goal_mixture():
     obs, _ = envs.reset(seed=0)
     optimal = expert.action_masks()[0]
     batch = envs.unwrapped.batch
-    next_colour = torch.as_tensor(batch.task[batch.rows, batch.progress])
+    next_colour = torch.as_tensor(batch.next_colour)
     config = dataclasses.replace(
         ModelConfig.for_env(gym.make("PinPad-v0", task_in_obs=True), "small", width=32),
         plan_steps=24,

@@ -155,7 +155,7 @@ def test_planner_starts_out_finding_every_shortest_path():
     colours = 8
     envs, obs, _, optimal = expert_episodes(num_envs=16, steps=1)
     batch = envs.unwrapped.batch
-    next_colour = batch.task[batch.rows, batch.progress]
+    next_colour = batch.next_colour
     grid = torch.as_tensor(obs[:, 0]).float().view(-1, 7, 7, 13)
     agent = grid[..., 12].flatten(1).argmax(1)
     cells = grid[..., :12].permute(0, 3, 1, 2)
@@ -187,7 +187,7 @@ def test_goal_head_is_a_mixture_of_walks_to_each_colour():
     model, _ = tiny("PinPad-v0", plan_steps=24, goal_head=True)
     envs, obs, actions, optimal = expert_episodes(num_envs=16, steps=1)
     batch = envs.unwrapped.batch
-    next_colour = torch.as_tensor(batch.task[batch.rows, batch.progress])
+    next_colour = torch.as_tensor(batch.next_colour)
     with torch.no_grad():
         model.action_head.weight.zero_()
         model.action_head.bias.zero_()
