@@ -26,7 +26,7 @@ from einops import rearrange
 from agents.config import MetaControllerConfig, ModelConfig
 from agents.data import resolve_device
 from agents.metacontroller import MetaController
-from agents.transformer import CausalTransformer, SelfAttention, rotate
+from agents.transformer import CausalTransformer, SelfAttention, empty_keys_values, rotate
 from metacontroller_envs.checks import check_count
 from metacontroller_envs.pinpad.core import MOVES
 
@@ -38,10 +38,7 @@ class RowCache:
     def __init__(
         self, config: ModelConfig, rows: int, device: torch.device, dtype: torch.dtype
     ) -> None:
-        head_dim = config.width // config.heads
-        shape = (config.depth, rows, config.heads, config.max_len, head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.keys, self.values = empty_keys_values(config, rows, device, dtype)
         self.lengths = torch.zeros(rows, dtype=torch.long, device=device)
         self.max_len = config.max_len
 

@@ -36,14 +36,21 @@ class ModelOutput:
     token_action: torch.Tensor | None = None  # (B, T, A) a_t from o_t's token alone
 
 
+def empty_keys_values(
+    config: ModelConfig, rows: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeroed key and value buffers for `rows` sequences of up to max_len steps, every
+    layer: (depth, rows, heads, max_len, head_dim) each."""
+    shape = (config.depth, rows, config.heads, config.max_len, config.width // config.heads)
+    return (torch.zeros(shape, device=device, dtype=dtype),
+            torch.zeros(shape, device=device, dtype=dtype))  # fmt: skip
+
+
 class KVCache:
     """Keys and values of every layer for up to `max_len` steps of a batch of sequences."""
 
     def __init__(self, config: ModelConfig, batch: int, device: torch.device, dtype: torch.dtype):
-        head_dim = config.width // config.heads
-        shape = (config.depth, batch, config.heads, config.max_len, head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.keys, self.values = empty_keys_values(config, batch, device, dtype)
         self.length = 0  # steps held
 
     def write(
