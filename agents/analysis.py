@@ -27,6 +27,7 @@ from agents.transformer import CausalTransformer
 from metacontroller_envs.checks import check_count
 from metacontroller_envs.data import EpisodeArrays
 from metacontroller_envs.evaluate import wilson_interval
+from metacontroller_envs.pinpad import NUM_PAIRS
 
 
 class StreamControl(Protocol):
@@ -183,10 +184,13 @@ def plot_switches(
 @dataclass(frozen=True)
 class SteeringReport:
     codes: dict[int, int]
-    """Codes collected per pair."""
+    """Codes collected per pair (see `pair_codes`)."""
     trials: dict[int, int]
     hits: dict[int, int]
-    """Trials whose first two colour visits were the injected code's pair."""
+    """Trials, each holding one collected code drawn at random, whose first two colour
+    visits were that code's pair."""
+    mean_hits: dict[int, int]
+    """The same layouts holding the pair's mean collected code."""
     baseline_hits: dict[int, int]
     """The same layouts with codes sampled from the prior: how often that pair came first."""
 
@@ -195,23 +199,33 @@ class SteeringReport:
         return sum(self.hits.values()) / max(1, sum(self.trials.values()))
 
     @property
+    def mean_code_rate(self) -> float:
+        return sum(self.mean_hits.values()) / max(1, sum(self.trials.values()))
+
+    @property
     def baseline_rate(self) -> float:
         return sum(self.baseline_hits.values()) / max(1, sum(self.trials.values()))
 
     def line(self) -> str:
         total, hits = sum(self.trials.values()), sum(self.hits.values())
+        if not total:
+            return ("steering: no code stayed in force over both visits of a pair in free "
+                    "play, so there is no code to inject")  # fmt: skip
         low, high = wilson_interval(hits, total)
         per_pair = ", ".join(
             f"pair {p}: {self.hits[p]}/{self.trials[p]}" for p in sorted(self.trials)
         )
         return (
             f"steering: an injected code sends the agent to its pair in {self.hit_rate:.3f} "
-            f"of {total} trials (95% CI [{low:.3f}, {high:.3f}]; {per_pair}); with codes from "
-            f"the prior that pair comes first in {self.baseline_rate:.3f}"
+            f"of {total} trials (95% CI [{low:.3f}, {high:.3f}]; {per_pair}); the pair's "
+            f"mean code in {self.mean_code_rate:.3f}; with codes from the prior that pair "
+            f"comes first in {self.baseline_rate:.3f}"
         )
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "hit_rate": self.hit_rate, "baseline_rate": self.baseline_rate}
+        rates = {"hit_rate": self.hit_rate, "mean_code_rate": self.mean_code_rate,
+                 "baseline_rate": self.baseline_rate}  # fmt: skip
+        return {**asdict(self), **rates}
 
 
 def pinpad_episode_envs(env_id: str, n: int, **kwargs: object) -> gym.vector.VectorEnv:
@@ -305,11 +319,29 @@ def play_controlled(
     return {"colours": colours, "codes": visit_codes, "success": success}
 
 
+def completed_pairs(colours: np.ndarray) -> np.ndarray:
+    """(N, slots // 2): the pair (0..3) that visits 2k and 2k + 1 made, in order, or -1
+    from the first two visits that make no pair."""
+    n = colours.shape[1] // 2
+    first, second = colours[:, 0 : 2 * n : 2], colours[:, 1 : 2 * n : 2]
+    made = (first >= 0) & (first % 2 == 0) & (second == first + 1)
+    return np.where(np.cumprod(made, axis=1).astype(bool), first // 2, -1)
+
+
 def first_pair(colours: np.ndarray) -> np.ndarray:
     """The pair (0..3) an episode's first two visits make, or -1 if they make none."""
-    first, second = colours[:, 0], colours[:, 1]
-    is_pair = (first >= 0) & (first % 2 == 0) & (second == first + 1)
-    return np.where(is_pair, first // 2, -1)
+    return completed_pairs(colours)[:, 0]
+
+
+def pair_codes(played: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+    """Per pair p, the codes (K, n_z) with which free play (`play_with_codes`) made p its
+    first two visits, kept only where one code was in force at both visits: a code drawn
+    between them was chosen after the first colour and leads to the second alone."""
+    pairs = first_pair(played["colours"])
+    codes = played["codes"]
+    one_code = np.all(codes[:, 0] == codes[:, 1], axis=-1)
+    return {p: codes[(pairs == p) & one_code, 1] for p in range(NUM_PAIRS)
+            if ((pairs == p) & one_code).any()}  # fmt: skip
 
 
 def steering_experiment(
@@ -321,28 +353,32 @@ def steering_experiment(
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> SteeringReport:
-    """1. Play with codes from the prior and keep, per pair, the codes in force when the
-    agent completed that pair as its first visits. 2. In new layouts, hold one collected code
-    from the start and count the trials whose first two visits are that pair."""
+    """1. Play with codes from the prior and collect, per pair, the codes that carried the
+    agent through that pair as its first visits (`pair_codes`). 2. In new layouts, hold one
+    collected code from the start and count the trials whose first two visits are that
+    pair; then the same layouts with the pair's mean code, and with codes from the prior."""
     check_count("collect_episodes", collect_episodes)
     check_count("trials_per_pair", trials_per_pair)
     generator = torch.Generator(device=device).manual_seed(seed)
     played = play_with_codes(base, meta, spec, [seed + i for i in range(collect_episodes)],
                              device, generator)  # fmt: skip
-    pairs = first_pair(played["colours"])
-    collected = {p: played["codes"][pairs == p, 1] for p in range(4) if (pairs == p).any()}
-    if not collected:
-        raise ValueError("no episode completed a pair with codes from the prior: nothing to inject")
-    trials, hits, baseline = {}, {}, {}
+    collected = pair_codes(played)
+    trials, hits, mean_hits, baseline = {}, {}, {}, {}
     trial_seed = seed + 10**6
     rng = np.random.default_rng(seed)
+
+    def hits_with(seeds: list[int], pair: int, codes: torch.Tensor | None) -> int:
+        steered = play_with_codes(base, meta, spec, seeds, device, generator, codes)
+        return int((first_pair(steered["colours"]) == pair).sum())
+
     for p, codes in collected.items():
         seeds = [trial_seed + i for i in range(trials_per_pair)]
         chosen = torch.as_tensor(codes[rng.integers(len(codes), size=trials_per_pair)])
-        steered = play_with_codes(base, meta, spec, seeds, device, generator, chosen)
-        free = play_with_codes(base, meta, spec, seeds, device, generator)
+        mean = torch.as_tensor(codes.mean(0)).expand(trials_per_pair, -1)
         trials[p] = trials_per_pair
-        hits[p] = int((first_pair(steered["colours"]) == p).sum())
-        baseline[p] = int((first_pair(free["colours"]) == p).sum())
+        hits[p] = hits_with(seeds, p, chosen)
+        mean_hits[p] = hits_with(seeds, p, mean)
+        baseline[p] = hits_with(seeds, p, None)
         trial_seed += trials_per_pair
-    return SteeringReport({p: len(c) for p, c in collected.items()}, trials, hits, baseline)
+    return SteeringReport({p: len(c) for p, c in collected.items()}, trials, hits, mean_hits,
+                          baseline)  # fmt: skip

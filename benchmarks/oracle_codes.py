@@ -9,8 +9,8 @@ transitions never occur in pretraining. Two measurements say whether that can wo
    (how internal RL's untrained policy explores). Printed: how often each pair follows each
    other pair, and the share of transitions absent from the pretraining tasks.
 2. An upper bound: an oracle that knows the task picks, wherever the switch fires, the
-   mean code in force when free play completed the pair it needs next (codes collected as
-   in the steering experiment). Printed: its success rate on PinPad-Posttrain-v0 and how
+   mean code with which free play completed the pair it needs next (`pair_codes`, as in
+   the steering experiment). Printed: its success rate on PinPad-Posttrain-v0 and how
    many of the 6 pairs its episodes completed.
 """
 
@@ -24,8 +24,9 @@ import torch
 
 import metacontroller_envs  # noqa: F401
 from agents.analysis import (
-    first_pair,
+    completed_pairs,
     load_metacontroller,
+    pair_codes,
     pinpad_episode_envs,
     play_controlled,
     play_with_codes,
@@ -34,19 +35,7 @@ from agents.data import resolve_device
 from agents.metacontroller import Controller, MetaController
 from agents.transformer import CausalTransformer
 from metacontroller_envs.checks import check_count
-from metacontroller_envs.pinpad import PRETRAIN_TASKS
-
-PAIRS = 4
-
-
-def pairs_of(colours: np.ndarray) -> list[int]:
-    """The pairs (0..3) an episode completed in order, from its visited colours."""
-    pairs = []
-    for first, second in zip(colours[::2], colours[1::2], strict=False):
-        if first < 0 or first % 2 or second != first + 1:
-            break
-        pairs.append(int(first) // 2)
-    return pairs
+from metacontroller_envs.pinpad import NUM_PAIRS, PRETRAIN_TASKS
 
 
 def pretraining_transitions() -> set[tuple[int, int]]:
@@ -91,27 +80,30 @@ def main() -> None:
                              [args.seed + i for i in range(args.collect)], device,
                              generator)  # fmt: skip
 
-    counts = np.zeros((PAIRS, PAIRS), np.int64)
-    for colours in played["colours"]:
-        pairs = pairs_of(colours)
+    counts = np.zeros((NUM_PAIRS, NUM_PAIRS), np.int64)
+    for pairs in completed_pairs(played["colours"]):
+        pairs = pairs[pairs >= 0]
         for before, after in zip(pairs, pairs[1:], strict=False):
             counts[before, after] += 1
     seen = pretraining_transitions()
-    novel = sum(counts[a, b] for a in range(PAIRS) for b in range(PAIRS) if (a, b) not in seen)
+    novel = sum(
+        counts[a, b] for a in range(NUM_PAIRS) for b in range(NUM_PAIRS) if (a, b) not in seen
+    )
     print(f"free play with prior codes, {args.collect} episodes of PinPad-v0 "
           f"(layer {meta.config.layer}): pair transitions (row: from, column: to)")  # fmt: skip
-    for a in range(PAIRS):
+    for a in range(NUM_PAIRS):
         print("  ", " ".join(f"{counts[a, b]:5d}{'*' if (a, b) not in seen else ' '}"
-                             for b in range(PAIRS)))  # fmt: skip
+                             for b in range(NUM_PAIRS)))  # fmt: skip
     print(f"   {novel} of {counts.sum()} ({novel / max(counts.sum(), 1):.3f}) are absent from "
           "the pretraining tasks (*)")  # fmt: skip
 
-    pairs = first_pair(played["colours"])
-    missing = [p for p in range(PAIRS) if not (pairs == p).any()]
+    collected = pair_codes(played)
+    missing = [p for p in range(NUM_PAIRS) if p not in collected]
     if missing:
-        raise SystemExit(f"free play never completed pairs {missing} first: no code to use")
-    codes = torch.stack([torch.as_tensor(played["codes"][pairs == p, 1].mean(0))
-                         for p in range(PAIRS)]).to(device)  # fmt: skip
+        raise SystemExit(f"free play never completed pairs {missing} first with one code: "
+                         "no code to use")  # fmt: skip
+    codes = torch.stack([torch.as_tensor(collected[p].mean(0)) for p in range(NUM_PAIRS)])
+    codes = codes.to(device)
     success, progress = oracle_episodes(base, meta, codes, args.episodes, args.seed + 10**7,
                                         device, generator)  # fmt: skip
     done = progress // 2

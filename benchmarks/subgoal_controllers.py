@@ -31,8 +31,7 @@ from agents.train import dataset_env_spec
 from agents.transformer import CausalTransformer
 from metacontroller_envs.checks import check_count
 from metacontroller_envs.data import EpisodeArrays, load_episodes
-
-PAIRS = 4
+from metacontroller_envs.pinpad import NUM_PAIRS
 
 
 class PairControllers(nn.Module):
@@ -40,8 +39,8 @@ class PairControllers(nn.Module):
 
     def __init__(self, width: int, rank: int = 16) -> None:
         super().__init__()
-        self.a = nn.Parameter(torch.zeros(PAIRS, width, rank))  # U = 0 at the start
-        self.b = nn.Parameter(torch.randn(PAIRS, width, rank) / width**0.5)
+        self.a = nn.Parameter(torch.zeros(NUM_PAIRS, width, rank))  # U = 0 at the start
+        self.b = nn.Parameter(torch.randn(NUM_PAIRS, width, rank) / width**0.5)
 
     def forward(self, stream: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
         """stream (B, T, width), pair (B, T) in 0..3 -> the controlled stream."""
@@ -76,12 +75,12 @@ class PairControl:
     def __init__(self, controllers: PairControllers, layer: int, envs: gym.vector.VectorEnv):
         self.controllers, self.layer = controllers, layer
         self.batch = envs.unwrapped.batch
-        self.z = torch.zeros(envs.num_envs, PAIRS)
+        self.z = torch.zeros(envs.num_envs, NUM_PAIRS)
 
     def intervene(self, stream: torch.Tensor) -> torch.Tensor:
         colour = np.maximum(self.batch.next_colour, 0)  # -1 once the task is done
         pair = torch.as_tensor(colour // 2, device=stream.device)
-        self.z = nn.functional.one_hot(pair, PAIRS).float()
+        self.z = nn.functional.one_hot(pair, NUM_PAIRS).float()
         return self.controllers(stream, pair[:, None])
 
 

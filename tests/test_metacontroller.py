@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from agents.analysis import (
+    SteeringReport,
     first_pair,
     infer_switches,
     load_metacontroller,
+    pair_codes,
     plot_switches,
     steering_experiment,
     switch_report,
@@ -273,7 +275,8 @@ def test_analysis_runs_on_a_trained_metacontroller(trained, tmp_path):
     spec = gym.spec("PinPad-v0")
     steering = steering_experiment(base, meta, spec, collect_episodes=64, trials_per_pair=4)
     assert sum(steering.trials.values()) == 4 * len(steering.codes)
-    assert 0 <= steering.hit_rate <= 1 and "steering" in steering.line()
+    assert 0 <= steering.hit_rate <= 1 and 0 <= steering.mean_code_rate <= 1
+    assert "steering" in steering.line() and "mean code" in steering.line()
 
 
 def test_analysis_rejects_bad_counts(trained, tmp_path, capsys):
@@ -292,6 +295,21 @@ def test_analysis_rejects_bad_counts(trained, tmp_path, capsys):
     wide = collect("PinPad-v0", 2, progress=False, env_kwargs={"task_in_obs": True})
     assert main(["analyze", "--checkpoint", str(path), "--dataset", wide]) == 2
     assert "holds observations of shape (699,); the model reads (637,)" in capsys.readouterr().err
+
+
+def test_pair_codes_keeps_codes_that_carried_the_whole_pair():
+    colours = np.array([[2, 3, 0], [2, 3, -1], [4, 5, 6], [1, 0, -1]])
+    codes = np.zeros((4, 3, 2), np.float32)
+    codes[0, :2] = [1.0, 2.0]  # one code over both visits of pair 1: kept
+    codes[1, 0], codes[1, 1] = [1.0, 2.0], [3.0, 4.0]  # switched between the visits
+    codes[2, :2] = [5.0, 6.0]  # pair 2, one code: kept
+    codes[3, :2] = [7.0, 8.0]  # 1 then 0 makes no pair
+    collected = pair_codes({"colours": colours, "codes": codes})
+    assert sorted(collected) == [1, 2]
+    np.testing.assert_array_equal(collected[1], [[1.0, 2.0]])
+    np.testing.assert_array_equal(collected[2], [[5.0, 6.0]])
+    empty = SteeringReport({}, {}, {}, {}, {})
+    assert empty.hit_rate == 0.0 and "no code to inject" in empty.line()
 
 
 def test_first_pair_reads_the_first_two_visits():

@@ -1,16 +1,18 @@
-"""benchmarks/oracle_codes.py's bookkeeping: the pairs an episode completed and the
-pair-to-pair transitions that pretraining shows."""
+"""The oracle's bookkeeping: the pairs an episode completed (agents.analysis) and the
+pair-to-pair transitions that pretraining shows (benchmarks/oracle_codes.py)."""
 
 import numpy as np
 
-from benchmarks.oracle_codes import pairs_of, pretraining_transitions
+from agents.analysis import completed_pairs
+from benchmarks.oracle_codes import pretraining_transitions
 from metacontroller_envs.pinpad import POSTTRAIN_TASK
 
 
-def test_pairs_of_stops_at_the_first_visit_that_breaks_a_pair():
-    assert pairs_of(np.array([0, 1, 4, 5, 2, -1])) == [0, 2]
-    assert pairs_of(np.array([6, 7, 3, 2, 0, 1])) == [3]
-    assert pairs_of(np.array([-1, -1])) == []
+def test_completed_pairs_stop_at_the_first_visits_that_break_a_pair():
+    colours = np.array(
+        [[0, 1, 4, 5, 2, -1, 7], [6, 7, 3, 2, 0, 1, -1], [-1, -1, -1, -1, -1, -1, -1]]
+    )
+    assert completed_pairs(colours).tolist() == [[0, 2, -1], [3, -1, -1], [-1, -1, -1]]
 
 
 def test_the_post_training_transitions_are_absent_from_pretraining():

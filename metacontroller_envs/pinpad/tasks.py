@@ -32,6 +32,9 @@ POSTTRAIN_TASK: Task = (0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3)
 #: Colours form abstract subgoals two at a time: 0-1, 2-3, 4-5, 6-7.
 SUBGOAL_SIZE = 2
 
+#: The paper's 8 colours make 4 pairs.
+NUM_PAIRS = 4
+
 
 def parse_task(task: str | Iterable[int], num_colours: int) -> Task:
     """A task as a tuple of colours; accepts "0-1-4-5" or a sequence of ints."""
