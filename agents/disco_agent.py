@@ -86,6 +86,10 @@ class DiscoConfig:
     """PinPad: the policy is the base model's goal mixture, p(c) over colours read from the
     features, then the planner's way to c (`agents.transformer.goal_mixture`); False: a
     linear policy head. Other envs have no planner and ignore it."""
+    fixed_planner: bool = False
+    """With the goal mixture: keep the planner's passability and its weight in the mixture
+    at their initial values (PinPad's rule: walls and other colours block), so the rule
+    trains the choice of colour and the heads but cannot unlearn the way there."""
     log_every: int = 500
     """Finished episodes per point of the success history."""
     checkpoint_every: int = 100
@@ -244,6 +248,12 @@ class DiscoRun:
         if not config.goal_head:
             self.model_config = dataclasses.replace(self.model_config, goal_head=False)
         probe.close()
+        if config.fixed_planner and not self.model_config.goal_head:
+            self.envs.close()
+            raise ValueError(
+                f"fixed_planner needs the goal-mixture policy (PinPad with goal_head); "
+                f"{config.env} with goal_head={config.goal_head} has no planner to fix"
+            )
         if not np.isfinite(self.model_config.obs_high):  # unbounded observations: unscaled
             self.model_config = dataclasses.replace(self.model_config, obs_high=1.0)
         torch.manual_seed(config.seed)
@@ -251,7 +261,11 @@ class DiscoRun:
         self.target = DiscoActor(self.model_config, config.model_width).to(self.device)
         self.target.load_state_dict(self.actor.state_dict())
         self.target.requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
+        if config.fixed_planner:
+            self.actor.encoder.planner.requires_grad_(False)
+            self.actor.goal_scale.requires_grad_(False)
+        trained = [p for p in self.actor.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trained, lr=config.lr)
         self.meta_state = self.rule.initial_state()
         self.replay = Replay(config.replay_capacity, config.rollout_len,
                              self.envs.single_observation_space, actions, self.device)  # fmt: skip

@@ -135,8 +135,11 @@ def load_run(
     the `budget` fields: where nothing is scheduled over the budget, a larger one simply
     continues the run."""
     saved = load_checkpoint(checkpoint, kind, device)
+    # a field added since the checkpoint was written took its default there
+    defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING
+                else f.default for f in dataclasses.fields(config)}  # fmt: skip
     ours = {k: v for k, v in dataclasses.asdict(config).items() if k not in budget}
-    theirs = {k: v for k, v in saved["train_config"].items() if k not in budget}
+    theirs = {k: v for k, v in {**defaults, **saved["train_config"]}.items() if k not in budget}
     if ours != theirs:
         raise ValueError(
             f"checkpoint {checkpoint} was trained with a different config: {saved['train_config']}"

@@ -26,6 +26,7 @@ from agents.disco import (
     retrace,
 )
 
+HEADER = ("format", "format_version", "kind")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WEIGHTS = DATA / "disco_103.npz"
 REFERENCE = DATA / "disco103_reference"
@@ -295,6 +296,30 @@ def test_tiny_training_through_the_cli_writes_a_checkpoint(tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
 
 
+@needs_weights
+def test_a_fixed_planner_keeps_its_way_while_the_choice_of_colour_learns():
+    from agents.disco_agent import DiscoConfig, DiscoRun
+
+    config = DiscoConfig(env="PinPad-v0", env_kwargs={"task_in_obs": True}, num_envs=4,
+                         rollout_len=4, batch_size=4, width=32, model_width=16,
+                         fixed_planner=True, lr=0.01, device="cpu")  # fmt: skip
+    run = DiscoRun(config, WEIGHTS)
+    run.start()
+    run.replay.add(run.collect())
+    planner = [p.clone() for p in run.actor.encoder.planner.parameters()]
+    scale, goal = run.actor.goal_scale.clone(), run.actor.goal.weight.clone()
+    run.learn()
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(planner, run.actor.encoder.planner.parameters(), strict=True)
+    )
+    assert torch.equal(run.actor.goal_scale, scale)
+    assert not torch.equal(run.actor.goal.weight, goal)
+    run.envs.close()
+    with pytest.raises(ValueError, match="fixed_planner needs the goal-mixture policy"):
+        DiscoRun(DiscoConfig(env="CartPole-v1", fixed_planner=True, num_envs=2), WEIGHTS)
+
+
 class CrashAfter(list):
     """A log that fails on its n-th entry, as if the run were killed there."""
 
@@ -320,6 +345,9 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
         train_disco(config, out, WEIGHTS, progress=False, log=CrashAfter(3))
     first = load_checkpoint(out, "disco")
     assert first["updates"] == 2
+    # a checkpoint from before a config field existed resumes with that field's default
+    del first["train_config"]["fixed_planner"]
+    save_checkpoint(out, "disco", **{k: v for k, v in first.items() if k not in HEADER})
     train_disco(config, out, WEIGHTS, resume=True, progress=False)
     second = load_checkpoint(out, "disco")
     assert second["updates"] == 4 and second["episodes"] > first["episodes"]
