@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -45,8 +44,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     discover.add_argument("--layer", type=int, default=None, help="default: depth // 2")
     discover.add_argument("--force-switch", action="store_true", default=None,
                           help="ablation: beta = 1 at every step")  # fmt: skip
-    discover.add_argument("--switch-noise", action="store_true",
-                          help="Gumbel-Sigmoid switch in training (App. C.6)")  # fmt: skip
+    discover.add_argument("--switch-noise", action=argparse.BooleanOptionalAction,
+                          default=None, help="Gumbel-Sigmoid switch in training")  # fmt: skip
     discover.add_argument("--cotrain", action="store_true", default=None,
                           help="ablation: train the base model too")  # fmt: skip
     discover.add_argument("--steps", type=int, default=None)
@@ -191,6 +190,7 @@ def train_discover_command(args: argparse.Namespace) -> int:
         kl_warmup_steps=args.kl_warmup_steps,
         layer=args.layer,
         force_switch=args.force_switch,
+        switch_noise=args.switch_noise,
         cotrain=args.cotrain,
         steps=args.steps,
         batch_size=args.batch_size,
@@ -198,9 +198,6 @@ def train_discover_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
     )
-    if args.switch_noise:
-        overrides = {**config.controller_overrides, "switch_noise": True}
-        config = dataclasses.replace(config, controller_overrides=overrides)
     path = train_discovery(config, Path(args.out), resume=args.resume, overwrite=args.overwrite)
     print(f"checkpoint: {path}")
     return 0

@@ -248,9 +248,10 @@ class DiscoveryConfig:
     """Path of the base model's checkpoint (from `mcenv train bc`)."""
     dataset: str
     """Minari dataset id of clean expert data (the paper's D*, epsilon = 0)."""
-    alpha: float = 0.1
-    """Weight of KL(N(mu, Sigma) || N(0, I)) against the action NLL."""
-    kl_warmup_steps: int = 0
+    alpha: float = 0.05
+    """Weight of KL(N(mu, Sigma) || N(0, I)) against the action NLL (one of the paper's
+    swept values; 0.3 and above collapsed the codes onto the prior on our base models)."""
+    kl_warmup_steps: int = 300
     """Steps over which the KL weight rises linearly from 0 to alpha (0: alpha from the
     start). Without it the codes can collapse onto the prior before the controller has
     learned to use them."""
@@ -260,9 +261,13 @@ class DiscoveryConfig:
     """MetaControllerConfig fields that replace the paper's sizes (e.g. {"latent_dim": 4})."""
     force_switch: bool = False
     """Ablation: beta = 1 at every step."""
+    switch_noise: bool = True
+    """Sample the switch by the Gumbel-Sigmoid trick in training (MetaControllerConfig's
+    switch_noise, the paper's grid-world setting): measured on PinPad, it makes the gate
+    binary at depth L/2. False: the switch's probability."""
     cotrain: bool = False
     """Ablation: train the base model too (from its checkpoint's weights)."""
-    steps: int = 3000
+    steps: int = 1500
     """Optimiser steps."""
     batch_size: int = 64
     """Episodes per batch."""
@@ -288,7 +293,7 @@ class DiscoveryConfig:
             raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
         check_count("kl_warmup_steps", self.kl_warmup_steps, minimum=0)
         known = {f.name for f in dataclasses.fields(MetaControllerConfig)}
-        known -= {"width", "layer", "force_switch"}  # set from the base model and from here
+        known -= {"width", "layer", "force_switch", "switch_noise"}  # set from the base and here
         unknown = set(self.controller_overrides) - known
         if unknown:
             raise ValueError(

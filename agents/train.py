@@ -320,7 +320,7 @@ def train_discovery(
     check_dataset_fits(data, config.dataset, base.config)
     meta_config = MetaControllerConfig.for_base(
         base.config, config.layer, force_switch=config.force_switch,
-        **config.controller_overrides,
+        switch_noise=config.switch_noise, **config.controller_overrides,
     )  # fmt: skip
     torch.manual_seed(config.seed)
     meta = MetaController(meta_config).to(device)

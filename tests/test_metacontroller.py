@@ -351,10 +351,12 @@ def test_discover_and_analyze_commands(trained, tmp_path, capsys):
                  str(figure), "--device", "cpu"])  # fmt: skip
     assert code == 0 and figure.exists()
     assert "switch F1" in capsys.readouterr().out
-    noisy = tmp_path / "noisy.pt"
+    plain = tmp_path / "plain.pt"
     code = main(["train", "discover", "--base", str(base), "--dataset", dataset, "--steps", "2",
-                 "--batch-size", "4", "--device", "cpu", "--switch-noise",
-                 "--out", str(noisy)])  # fmt: skip
+                 "--batch-size", "4", "--device", "cpu", "--no-switch-noise",
+                 "--out", str(plain)])  # fmt: skip
     assert code == 0
-    saved = load_checkpoint(noisy, "discovery")
-    assert saved["train_config"]["controller_overrides"] == {"switch_noise": True}
+    assert load_checkpoint(out, "discovery")["controller_config"]["switch_noise"] is True
+    saved = load_checkpoint(plain, "discovery")
+    assert saved["train_config"]["switch_noise"] is False
+    assert saved["controller_config"]["switch_noise"] is False
