@@ -298,7 +298,8 @@ class DiscoveryConfig:
         if unknown:
             raise ValueError(
                 f"unknown fields in controller_overrides: {sorted(unknown)}; "
-                f"known are {sorted(known)}"
+                f"known are {sorted(known)} (layer, force_switch and switch_noise are "
+                "DiscoveryConfig's own fields)"
             )
 
 

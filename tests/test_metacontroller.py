@@ -230,6 +230,8 @@ def test_clear_errors_for_a_wrong_base_or_layer(trained, tmp_path):
         train_discovery(discovery(trained, layer=5), tmp_path / "y.pt", progress=False)
     with pytest.raises(ValueError, match="unknown fields in controller_overrides"):
         discovery(trained, controller_overrides={"widht": 3})
+    with pytest.raises(ValueError, match="switch_noise are DiscoveryConfig's own fields"):
+        discovery(trained, controller_overrides={"switch_noise": True})
     with pytest.raises(ValueError, match="alpha"):
         discovery(trained, alpha=-1.0)
     with pytest.raises(ValueError, match="kl_warmup_steps"):
