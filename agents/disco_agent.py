@@ -126,6 +126,13 @@ def check_discrete(space: gym.Space, env_id: str) -> int:
     return int(space.n)
 
 
+def start_near_uniform(*heads: nn.Linear) -> None:
+    """Small weights and zero biases, so the heads start near uniform, as DeepMind's agents."""
+    for head in heads:
+        nn.init.trunc_normal_(head.weight, std=1e-2)
+        nn.init.zeros_(head.bias)
+
+
 class DiscoActor(nn.Module):
     """Observation encoder, then the heads the rule reads (time-major, any leading dims)."""
 
@@ -137,14 +144,11 @@ class DiscoActor(nn.Module):
         self.encoder = ENCODER_CLASSES[model_config.encoder](model_config)
         self.policy = nn.Linear(width, actions)
         self.y = nn.Linear(width, PREDICTION_SIZE)
-        for head in (self.policy, self.y):  # start near uniform, as DeepMind's agents
-            nn.init.trunc_normal_(head.weight, std=1e-2)
-            nn.init.zeros_(head.bias)
+        start_near_uniform(self.policy, self.y)
         self.goal = None
         if model_config.goal_head:  # PinPad: p(c) over colours, then the planner's way there
             self.goal = nn.Linear(width, self.encoder.planner.passable.out_channels)
-            nn.init.trunc_normal_(self.goal.weight, std=1e-2)
-            nn.init.zeros_(self.goal.bias)
+            start_near_uniform(self.goal)
             self.goal_scale = nn.Parameter(torch.tensor(2.0))
         self.root = nn.Linear(width, model_width)
         self.transition = LSTMCell(actions, model_width)
