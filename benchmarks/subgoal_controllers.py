@@ -27,6 +27,7 @@ import metacontroller_envs  # noqa: F401
 from agents.analysis import pinpad_episode_envs, play_controlled
 from agents.checkpoint import load_model
 from agents.data import resolve_device, to_torch
+from agents.metacontroller import MetaController
 from agents.train import dataset_env_spec
 from agents.transformer import CausalTransformer
 from metacontroller_envs.checks import check_count
@@ -72,7 +73,9 @@ def task_list(data: EpisodeArrays) -> np.ndarray:
 class PairControl:
     """`StreamControl` for `play_controlled`: the controller of the pair each env needs next."""
 
-    def __init__(self, controllers: PairControllers, layer: int, envs: gym.vector.VectorEnv):
+    def __init__(
+        self, controllers: PairControllers | PairCodes, layer: int, envs: gym.vector.VectorEnv
+    ) -> None:
         self.controllers, self.layer = controllers, layer
         self.batch = envs.unwrapped.batch
         self.z = torch.zeros(envs.num_envs, NUM_PAIRS)
@@ -84,14 +87,27 @@ class PairControl:
         return self.controllers(stream, pair[:, None])
 
 
-def train_controllers(
-    base: CausalTransformer, data: EpisodeArrays, layer: int, steps: int, batch_size: int,
-    seed: int, device: torch.device,
-) -> tuple[PairControllers, float]:  # fmt: skip
-    """Controllers fitted to the expert's actions given the true pair; their last NLL."""
-    torch.manual_seed(seed)
-    controllers = PairControllers(base.config.width).to(device)
-    optimizer = torch.optim.AdamW(controllers.parameters(), lr=1e-3, weight_decay=0.03)
+class PairCodes(nn.Module):
+    """One code z_g per pair through a frozen MetaController's decoder, applied as
+    e + U(z_g) e: the controllers of `PairControllers`' form that its latent space holds."""
+
+    def __init__(self, metacontroller: MetaController) -> None:
+        super().__init__()
+        self.metacontroller = metacontroller.requires_grad_(False)
+        self.codes = nn.Parameter(torch.zeros(NUM_PAIRS, metacontroller.config.latent_dim))
+
+    def forward(self, stream: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
+        """stream (B, T, width), pair (B, T) in 0..3 -> the controlled stream."""
+        return self.metacontroller.control(stream, self.codes[pair.long()].to(stream.dtype))
+
+
+def fit_to_pairs(
+    base: CausalTransformer, controllers: PairControllers | PairCodes, data: EpisodeArrays,
+    layer: int, steps: int, batch_size: int, lr: float, seed: int, device: torch.device,
+) -> float:  # fmt: skip
+    """Fits `controllers` (in place) to the expert's actions given the true pair; the last NLL."""
+    trainable = [p for p in controllers.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.03)
     rng = np.random.default_rng(seed)
     tasks = torch.as_tensor(task_list(data), device=device)
     nll = float("nan")
@@ -107,12 +123,24 @@ def train_controllers(
         loss.backward()
         optimizer.step()
         nll = loss.item()
-    return controllers.eval(), nll
+    controllers.eval()
+    return nll
+
+
+def train_controllers(
+    base: CausalTransformer, data: EpisodeArrays, layer: int, steps: int, batch_size: int,
+    seed: int, device: torch.device,
+) -> tuple[PairControllers, float]:  # fmt: skip
+    """Controllers fitted to the expert's actions given the true pair; their last NLL."""
+    torch.manual_seed(seed)
+    controllers = PairControllers(base.config.width).to(device)
+    nll = fit_to_pairs(base, controllers, data, layer, steps, batch_size, 1e-3, seed, device)
+    return controllers, nll
 
 
 def success_rate(
-    base: CausalTransformer, controllers: PairControllers | None, layer: int, env_id: str,
-    episodes: int, seed: int, device: torch.device,
+    base: CausalTransformer, controllers: PairControllers | PairCodes | None, layer: int,
+    env_id: str, episodes: int, seed: int, device: torch.device,
 ) -> tuple[float, float]:  # fmt: skip
     """Success and mean colours visited in order, with the true pair's controller (or none)."""
     envs = pinpad_episode_envs(env_id, episodes)

@@ -6,11 +6,13 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 import metacontroller_envs  # noqa: F401
-from agents.analysis import play_controlled
+from agents.analysis import load_metacontroller, play_controlled
 from agents.checkpoint import load_model
 from benchmarks.subgoal_controllers import (
+    PairCodes,
     PairControl,
     PairControllers,
+    fit_to_pairs,
     pair_labels,
     success_rate,
     task_list,
@@ -34,6 +36,33 @@ def test_each_step_gets_the_controller_of_its_own_pair():
             expected = stream[b, t] + a @ (bt.T @ stream[b, t])  # e + A (B^T e)
             torch.testing.assert_close(out[b, t], expected)
     assert torch.equal(PairControllers(6, 2)(stream, pair), stream)  # A = 0: unchanged
+
+
+def test_pair_codes_control_through_the_decoder_and_only_the_codes_train(
+    discovery_checkpoint, tmp_path, monkeypatch
+):
+    base, meta, _ = load_metacontroller(discovery_checkpoint, "cpu")
+    base.requires_grad_(False)
+    meta_before = {k: v.clone() for k, v in meta.state_dict().items()}
+    codes = PairCodes(meta)
+    with torch.no_grad():
+        codes.codes.normal_()
+    stream = torch.randn(2, 3, base.config.width)
+    pair = torch.tensor([[0, 0, 3], [2, 1, 1]])
+    out = codes(stream, pair)
+    for b in range(2):
+        for t in range(3):
+            expected = meta.control(stream[b, t], codes.codes[pair[b, t]])  # e + U(z_g) e
+            torch.testing.assert_close(out[b, t], expected)
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    data = load_episodes(collect("PinPad-v0", 8, progress=False))
+    start = codes.codes.detach().clone()
+    nll = fit_to_pairs(base, codes, data, meta.config.layer, steps=3, batch_size=4, lr=0.05,
+                       seed=0, device=torch.device("cpu"))  # fmt: skip
+    assert np.isfinite(nll) and not torch.equal(codes.codes, start)
+    for name, value in meta.state_dict().items():
+        assert torch.equal(value, meta_before[name]), name  # the MetaController is frozen
 
 
 def test_pair_labels_follow_the_task_and_its_subgoal_index():
