@@ -337,11 +337,10 @@ def pair_codes(played: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
     """Per pair p, the codes (K, n_z) with which free play (`play_with_codes`) made p its
     first two visits, kept only where one code was in force at both visits: a code drawn
     between them was chosen after the first colour and leads to the second alone."""
-    pairs = first_pair(played["colours"])
     codes = played["codes"]
     one_code = np.all(codes[:, 0] == codes[:, 1], axis=-1)
-    return {p: codes[(pairs == p) & one_code, 1] for p in range(NUM_PAIRS)
-            if ((pairs == p) & one_code).any()}  # fmt: skip
+    pairs = np.where(one_code, first_pair(played["colours"]), -1)
+    return {p: codes[pairs == p, 1] for p in range(NUM_PAIRS) if (pairs == p).any()}
 
 
 def steering_experiment(

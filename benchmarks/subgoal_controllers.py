@@ -26,7 +26,7 @@ from torch import nn
 import metacontroller_envs  # noqa: F401
 from agents.analysis import pinpad_episode_envs, play_controlled
 from agents.checkpoint import load_model
-from agents.data import resolve_device, to_torch
+from agents.data import check_dataset_fits, resolve_device, to_torch
 from agents.metacontroller import MetaController
 from agents.train import dataset_env_spec
 from agents.transformer import CausalTransformer
@@ -106,6 +106,7 @@ def fit_to_pairs(
     layer: int, steps: int, batch_size: int, lr: float, seed: int, device: torch.device,
 ) -> float:  # fmt: skip
     """Fits `controllers` (in place) to the expert's actions given the true pair; the last NLL."""
+    check_dataset_fits(data, data.dataset_id, base.config)
     trainable = [p for p in controllers.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.03)
     rng = np.random.default_rng(seed)

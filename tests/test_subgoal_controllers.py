@@ -2,6 +2,7 @@
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 
@@ -63,6 +64,12 @@ def test_pair_codes_control_through_the_decoder_and_only_the_codes_train(
     assert np.isfinite(nll) and not torch.equal(codes.codes, start)
     for name, value in meta.state_dict().items():
         assert torch.equal(value, meta_before[name]), name  # the MetaController is frozen
+
+    other = load_episodes(collect("PinPad-v0", 2, progress=False, dataset_id="pinpad/obs-v0",
+                                  env_kwargs={"task_in_obs": True}))  # fmt: skip
+    with pytest.raises(ValueError, match="observations of shape"):
+        fit_to_pairs(base, codes, other, meta.config.layer, steps=1, batch_size=2, lr=0.05,
+                     seed=0, device=torch.device("cpu"))  # fmt: skip
 
 
 def test_pair_labels_follow_the_task_and_its_subgoal_index():
