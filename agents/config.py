@@ -63,6 +63,10 @@ class ModelConfig:
     plan_steps: int = 0
     """pinpad encoder: value-iteration rounds of its planner (0: no planner; for_env
     turns it on for PinPad with 16 rounds, enough for any shortest path on 7 x 7)."""
+    plan_next: bool = False
+    """With the planner, on observations that name the next colour (PinPad's task_in_obs):
+    add the planner's move scores toward that colour, so a value or a choice that depends
+    on which colour is named is linear in the encoder's input. for_env turns it on there."""
     goal_head: bool = False
     """With the planner: p(a) = sum_c p(c | history) pi_c(a), a mixture over the colours c
     to head for, each pi_c a softmax of the action logits + scale * (how much longer move a
@@ -94,6 +98,13 @@ class ModelConfig:
             raise ValueError("goal_head needs the pinpad encoder with a planner (plan_steps > 0)")
         if self.encoder in ("pinpad", "babyai") and not self.obs_layout:
             raise ValueError(f"the {self.encoder} encoder needs obs_layout (the env's)")
+        if self.plan_next and not (
+            self.plan_steps > 0 and "next_colour" in (self.obs_layout or {})
+        ):
+            raise ValueError(
+                "plan_next needs the pinpad encoder with a planner (plan_steps > 0) and "
+                "observations that name the next colour (PinPad with task_in_obs=True)"
+            )
 
     @property
     def obs_size(self) -> int:
@@ -117,7 +128,7 @@ class ModelConfig:
         if layout is not None:
             kwargs["encoder"] = layout["kind"]
             if layout["kind"] == "pinpad":  # measured: 0.99 vs 0.48 success at step 500
-                kwargs.update(plan_steps=16, goal_head=True)
+                kwargs.update(plan_steps=16, goal_head=True, plan_next="next_colour" in layout)
             kwargs["obs_layout"] = {  # JSON-friendly: slices as [start, stop]
                 key: [value.start, value.stop] if isinstance(value, slice) else value
                 for key, value in layout.items()

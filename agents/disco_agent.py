@@ -147,7 +147,7 @@ class DiscoActor(nn.Module):
         start_near_uniform(self.policy, self.y)
         self.goal = None
         if model_config.goal_head:  # PinPad: p(c) over colours, then the planner's way there
-            self.goal = nn.Linear(width, self.encoder.planner.passable.out_channels)
+            self.goal = nn.Linear(width, self.encoder.planner.planes)
             start_near_uniform(self.goal)
             self.goal_scale = nn.Parameter(torch.tensor(2.0))
         self.root = nn.Linear(width, model_width)

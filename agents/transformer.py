@@ -162,7 +162,7 @@ class ValueIteration(nn.Module):
         super().__init__()
         self.goal_channels, self.steps = goal_channels, steps
         self.discount, self.log_discount = discount, math.log(discount)
-        planes = goal_channels.stop - goal_channels.start
+        self.planes = planes = goal_channels.stop - goal_channels.start
         self.passable = nn.Conv2d(cell_channels, planes, 1)
         # start from "free cells pass, any object other than the plane's goal blocks"
         # (PinPad's rule: walls block, and a wrong colour ends the episode); still learned
@@ -222,11 +222,14 @@ class PinPadEncoder(nn.Module):
         self.grid, self.extra = slice(*layout["grid"]), slice(*layout["extra"])
         view = 2 * self.size - 1
         features = view * view * self.channels + (self.extra.stop - self.extra.start)
-        self.planner = None
+        self.planner, self.next_colour = None, None
         if config.plan_steps:
             goals = slice(*layout["colour_channels"])
             self.planner = ValueIteration(self.channels - 1, goals, config.plan_steps)
             features += self.planner.features
+        if config.plan_next:
+            self.next_colour = slice(*layout["next_colour"])
+            features += self.planner.features // self.planner.planes
         self.register_buffer("window", torch.arange(view), persistent=False)
         self.net = nn.Sequential(
             nn.Linear(features, config.width), nn.GELU(), nn.Linear(config.width, config.width)
@@ -265,8 +268,12 @@ class PinPadEncoder(nn.Module):
                 plan = self.planner(grids[:, 0], row.view(b, t), col.view(b, t))
             else:  # one plan per step
                 plan = self.planner(grids.flatten(0, 1), row[:, None], col[:, None])
-            plan = plan.reshape(b, t, -1)
-            parts.append(plan.flatten(0, 1))
+            plan = plan.reshape(b * t, -1)
+            parts.append(plan)
+            if self.next_colour is not None:  # the plan toward the colour the obs names
+                named = x[:, self.next_colour, None]
+                parts.append((plan.unflatten(1, (-1, self.planner.planes)) @ named).flatten(1))
+            plan = plan.view(b, t, -1)
             moves = plan[..., : self.planner.features // 2].unflatten(-1, (len(MOVES), -1))
         return self.net(torch.cat(parts, dim=1)).view(b, t, -1), moves
 
@@ -374,7 +381,7 @@ class CausalTransformer(nn.Module):
         self.obs_head = nn.Linear(config.width, config.obs_size)
         self.goal_head = None
         if config.goal_head:  # which colour to head for, read from the residual stream
-            planes = self.encoder.planner.passable.out_channels
+            planes = self.encoder.planner.planes
             self.goal_head = nn.Linear(config.width, planes)
             self.goal_scale = nn.Parameter(torch.tensor(2.0))
         # predicts a_t from o_t's token alone, for an auxiliary training loss: history lets

@@ -140,8 +140,11 @@ def test_task_in_obs():
     obs, info = env.reset(seed=2)
     task_part = obs[637 : 637 + 48].reshape(6, 8)
     assert tuple(task_part.argmax(axis=1)) == info["task"] and task_part.sum() == 6
+    named = env.unwrapped.obs_layout["next_colour"]
+    assert named == slice(637 + 54, 637 + 62)
+    assert "next_colour" not in gym.make("PinPad-v0").unwrapped.obs_layout
     for _ in range(200):
-        progress, next_colour = obs[637 + 48 : 637 + 54], obs[637 + 54 :]
+        progress, next_colour = obs[637 + 48 : 637 + 54], obs[named]
         assert progress.sum() == info["colours_visited"]
         assert next_colour.sum() == (info["next_colour"] >= 0)
         assert info["next_colour"] < 0 or next_colour[info["next_colour"]] == 1

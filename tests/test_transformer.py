@@ -167,6 +167,24 @@ def test_planner_starts_out_finding_every_shortest_path():
     assert not optimal.all()  # the check can fail: some moves are not optimal
 
 
+def test_plan_next_gives_the_planner_s_way_to_the_colour_the_observation_names():
+    """With task_in_obs the encoder also reads the plan toward the named next colour: its
+    0-steps-longer moves are the expert's optimal moves, for whichever colour is named."""
+    envs, obs, _, optimal = expert_episodes(num_envs=16, steps=1, task_in_obs=True)
+    config = ModelConfig.for_env(gym.make("PinPad-v0", task_in_obs=True), width=32)
+    assert config.plan_next and config.plan_steps > 0
+    encoder = CausalTransformer(config).encoder
+    captured = {}
+    encoder.net.register_forward_hook(lambda module, inputs, output: captured.update(x=inputs[0]))
+    with torch.no_grad():
+        encoder(torch.as_tensor(obs))
+    named = captured["x"][:, -8:]  # 4 moves' "steps longer", then their values
+    np.testing.assert_array_equal((named[:, :4] > -0.5).numpy(), optimal[:, 0])
+    assert len(set(envs.unwrapped.batch.next_colour)) > 1  # several colours are named
+    with pytest.raises(ValueError, match="plan_next needs"):
+        ModelConfig(**{**tiny("PinPad-v0")[0].config.__dict__, "plan_next": True})
+
+
 @pytest.mark.parametrize("goal_head", [False, True])
 def test_planner_kv_cache_decoding_equals_the_full_sequence(goal_head):
     model, _ = tiny("PinPad-v0", plan_steps=8, goal_head=goal_head)

@@ -48,7 +48,7 @@ def pinpad_config(
 def pinpad_obs_layout(config: PinPadConfig) -> dict[str, Any]:
     """Where things are in the flat observation, for encoders that use the grid's shape."""
     grid = config.num_cells * config.num_channels
-    return {
+    layout = {
         "kind": "pinpad",
         "grid_shape": (config.grid_size, config.grid_size, config.num_channels),
         "agent_channel": config.agent_channel,
@@ -56,6 +56,9 @@ def pinpad_obs_layout(config: PinPadConfig) -> dict[str, Any]:
         "grid": slice(0, grid),
         "extra": slice(grid, config.obs_size),  # the task and progress with task_in_obs
     }
+    if config.task_in_obs:  # the observation ends with the next colour's one-hot
+        layout["next_colour"] = slice(config.obs_size - config.num_colours, config.obs_size)
+    return layout
 
 
 def pinpad_spaces(config: PinPadConfig) -> tuple[gym.spaces.Box, gym.spaces.Discrete]:
