@@ -100,6 +100,11 @@ class PinPadConfig:
     def agent_channel(self) -> int:
         return self.num_channels - 1
 
+    @property
+    def next_colour_obs(self) -> slice:
+        """With task_in_obs: where the next colour's one-hot lies, at the observation's end."""
+        return slice(self.obs_size - self.num_colours, self.obs_size)
+
     def task_table(self) -> np.ndarray:
         """(num_tasks, task_slots + 1) colours, padded with -1 (one spare slot past the end)."""
         table = np.full((len(self.tasks), self.task_slots + 1), -1, dtype=np.int64)
@@ -351,7 +356,7 @@ class PinPadBatch:
         self._neighbours = neighbour_table(c.grid_size, c.num_cells)  # off grid -> spare cell
         self._task_obs_start = c.num_cells * c.num_channels
         self._progress_obs_start = self._task_obs_start + c.task_slots * c.num_colours
-        self._next_obs_start = self._progress_obs_start + c.task_slots
+        self._next_obs_start = c.next_colour_obs.start
         # layout
         self.walls = np.zeros((n, c.num_walls), dtype=np.intp)
         self.colours = np.zeros((n, c.num_colours), dtype=np.intp)

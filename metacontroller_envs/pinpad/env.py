@@ -56,8 +56,8 @@ def pinpad_obs_layout(config: PinPadConfig) -> dict[str, Any]:
         "grid": slice(0, grid),
         "extra": slice(grid, config.obs_size),  # the task and progress with task_in_obs
     }
-    if config.task_in_obs:  # the observation ends with the next colour's one-hot
-        layout["next_colour"] = slice(config.obs_size - config.num_colours, config.obs_size)
+    if config.task_in_obs:
+        layout["next_colour"] = config.next_colour_obs
     return layout
 
 
