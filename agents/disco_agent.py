@@ -147,11 +147,7 @@ class DiscoActor(nn.Module):
         start_near_uniform(self.policy, self.y)
         self.goal = None
         if model_config.goal_head:  # PinPad: p(c) over colours, then the planner's way there
-            # it reads the observation's task part as well as the features: the rule reshapes
-            # the encoder for the value heads, and measured, a linear probe read the named
-            # colour from the features in 95% of layouts at initialisation, 17% after training
-            task = self.encoder.extra.stop - self.encoder.extra.start
-            self.goal = nn.Linear(width + task, self.encoder.planner.planes)
+            self.goal = nn.Linear(width, self.encoder.planner.planes)
             start_near_uniform(self.goal)
             self.goal_scale = nn.Parameter(torch.tensor(2.0))
         self.root = nn.Linear(width, model_width)
@@ -166,9 +162,7 @@ class DiscoActor(nn.Module):
             x = self.encoder(obs)
             return x, self.policy(x)
         x, moves = self.encoder.encode(obs)
-        task = obs.flatten(2)[..., self.encoder.extra].to(x.dtype)
-        goal = self.goal(torch.cat([x, task], -1))
-        return x, goal_mixture(goal, self.policy(x), moves, self.goal_scale)
+        return x, goal_mixture(self.goal(x), self.policy(x), moves, self.goal_scale)
 
     def logits(self, obs: torch.Tensor) -> torch.Tensor:
         """Policy logits [N, A] of one observation per env [N, ...]: what acting needs."""

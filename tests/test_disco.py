@@ -320,34 +320,6 @@ def test_a_fixed_planner_keeps_its_way_while_the_choice_of_colour_learns():
         DiscoRun(DiscoConfig(env="CartPole-v1", fixed_planner=True, num_envs=2), WEIGHTS)
 
 
-def test_the_goal_head_reads_the_colour_the_observation_names():
-    """Its choice of colour reads the observation's task part besides the features, so it
-    can head for the named colour whatever the rule has made of the encoder."""
-    from agents.config import ModelConfig
-    from agents.disco_agent import DiscoActor
-
-    envs = gym.make_vec("PinPad-v0", num_envs=64, vectorization_mode="vector_entry_point",
-                        task_in_obs=True)  # fmt: skip
-    obs, _ = envs.reset(seed=0)
-    named = torch.as_tensor(envs.unwrapped.batch.next_colour)
-    config = ModelConfig.for_env(gym.make("PinPad-v0", task_in_obs=True), width=32)
-    torch.manual_seed(0)
-    actor = DiscoActor(config, model_width=16)
-    with torch.no_grad():
-        actor.goal.weight.zero_()
-        actor.goal.bias.zero_()
-        actor.goal.weight[:, -8:] = 20 * torch.eye(8)  # the task part ends with the named colour
-        actor.policy.weight.zero_()
-        actor.policy.bias.zero_()
-        actor.goal_scale.fill_(20.0)
-        p = actor.logits(torch.as_tensor(obs)).softmax(-1)
-        _, moves = actor.encoder.encode(torch.as_tensor(obs)[None])
-    toward = moves[0, torch.arange(64), :, named] > -0.5  # the best moves to the named colour
-    assert (p * toward).sum(-1).min() > 0.99
-    assert len(set(named.tolist())) > 1
-    envs.close()
-
-
 class CrashAfter(list):
     """A log that fails on its n-th entry, as if the run were killed there."""
 
