@@ -99,7 +99,9 @@ class ModelConfig:
         if self.encoder in ("pinpad", "babyai") and not self.obs_layout:
             raise ValueError(f"the {self.encoder} encoder needs obs_layout (the env's)")
         if self.plan_next and not (
-            self.plan_steps > 0 and "next_colour" in (self.obs_layout or {})
+            self.encoder == "pinpad"
+            and self.plan_steps > 0
+            and "next_colour" in (self.obs_layout or {})
         ):
             raise ValueError(
                 "plan_next needs the pinpad encoder with a planner (plan_steps > 0) and "

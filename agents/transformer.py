@@ -212,6 +212,8 @@ class PinPadEncoder(nn.Module):
     wherever the agent stands. Anything after the grid (the task, with task_in_obs) is
     appended as it is. With `config.plan_steps` > 0, a ValueIteration module over the grid
     adds, for each colour, how much longer each move makes the way there.
+    With `config.plan_next`, the plan toward the colour the observation names is added
+    once more on its own.
     """
 
     def __init__(self, config: ModelConfig) -> None:

@@ -183,6 +183,8 @@ def test_plan_next_gives_the_planner_s_way_to_the_colour_the_observation_names()
     assert len(set(envs.unwrapped.batch.next_colour)) > 1  # several colours are named
     with pytest.raises(ValueError, match="plan_next needs"):
         ModelConfig(**{**tiny("PinPad-v0")[0].config.__dict__, "plan_next": True})
+    with pytest.raises(ValueError, match="plan_next needs"):
+        ModelConfig(**{**config.__dict__, "encoder": "flat", "goal_head": False})
 
 
 @pytest.mark.parametrize("goal_head", [False, True])
