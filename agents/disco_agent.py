@@ -40,6 +40,7 @@ from agents.disco import (
     PREDICTION_SIZE,
     AgentOutputs,
     Disco103,
+    DiscoHyperParams,
     LSTMCell,
     MetaState,
     Mlp,
@@ -75,6 +76,9 @@ class DiscoConfig:
     """Trajectories the FIFO replay holds."""
     updates_per_rollout: int = 1
     """Learner steps per rollout (with batch_size / num_envs: how often data is reused)."""
+    discount: float = DiscoHyperParams.discount
+    """gamma of the Retrace Q targets, whose advantages the meta-network reads (Disco103's
+    0.997 by default). Lower values make a longer way to a reward cost more."""
     lr: float = 3e-4
     """Adam learning rate (Disco103's agents used 3e-4; DeepMind's optimiser also clips
     each Adam step to [-1, 1] before scaling by it, which Adam's steps rarely exceed)."""
@@ -114,6 +118,8 @@ class DiscoConfig:
             )
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 < self.discount <= 1:
+            raise ValueError(f"discount must be in (0, 1], got {self.discount}")
 
 
 def check_discrete(space: gym.Space, env_id: str) -> int:
@@ -246,7 +252,8 @@ class DiscoRun:
         except ValueError:
             self.envs.close()
             raise
-        self.rule = Disco103.from_weights(weights, device=self.device)
+        hyper = DiscoHyperParams(discount=config.discount)
+        self.rule = Disco103.from_weights(weights, device=self.device, hyper=hyper)
         probe = gym.make(config.env, **config.env_kwargs)
         self.model_config = ModelConfig.for_env(probe, "small", width=config.width)
         if not config.goal_head:

@@ -134,6 +134,28 @@ def test_retrace_ends_episodes_and_reads_the_next_steps_trace():
     assert torch.allclose(g[2], r[2] + d[2] * (v[3] + c[3] * (g[3] - q[3])))
 
 
+@needs_reference
+def test_the_configured_discount_reaches_the_retrace_targets(rule):
+    """DiscoConfig.discount sets gamma of the Q targets: terminal steps still get their
+    reward, the others a different target than Disco103's 0.997 gives."""
+    from agents.disco_agent import DiscoConfig, DiscoRun
+
+    with pytest.raises(ValueError, match=r"discount must be in \(0, 1\]"):
+        DiscoConfig(env="CartPole-v1", discount=0.0)
+    config = DiscoConfig(env="CartPole-v1", num_envs=2, width=16, model_width=16,
+                         discount=0.5, device="cpu")  # fmt: skip
+    run = DiscoRun(config, WEIGHTS)
+    run.envs.close()
+    assert run.rule.hyper.discount == 0.5 and rule.hyper.discount == 0.997
+    batch = reference_inputs(0)
+    ours, _ = run.rule.targets(batch, run.rule.initial_state())
+    default, _ = rule.targets(batch, rule.initial_state())
+    terminal = batch.is_terminal.bool()
+    assert terminal.any() and (~terminal).any()
+    assert torch.equal(ours.values.q_target[terminal], default.values.q_target[terminal])
+    assert not torch.allclose(ours.values.q_target[~terminal], default.values.q_target[~terminal])
+
+
 @needs_weights
 def test_weights_use_all_42_arrays_with_their_shapes():
     arrays = read_weights(WEIGHTS)
