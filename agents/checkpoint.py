@@ -42,8 +42,11 @@ def save_checkpoint(path: str | Path, kind: str, **content: Any) -> Path:
     return write_atomically(path, lambda temp: torch.save(payload, temp))
 
 
-def load_checkpoint(path: str | Path, kind: str, device: str | torch.device = "cpu") -> dict:
-    """The checkpoint's content, or a ValueError that names the file and what is wrong."""
+def load_checkpoint(
+    path: str | Path, kind: str | tuple[str, ...], device: str | torch.device = "cpu"
+) -> dict:
+    """The checkpoint's content, or a ValueError that names the file and what is wrong.
+    `kind`: the kind of run it must hold, or a tuple of the kinds accepted."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}")
@@ -58,8 +61,10 @@ def load_checkpoint(path: str | Path, kind: str, device: str | torch.device = "c
             f"checkpoint {path} has format version {payload.get('format_version')}; this "
             f"version of the package reads version {FORMAT_VERSION}"
         )
-    if payload.get("kind") != kind:
-        raise ValueError(f"checkpoint {path} holds a {payload.get('kind')!r} run, not {kind!r}")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if payload.get("kind") not in kinds:
+        wanted = " or ".join(repr(k) for k in kinds)
+        raise ValueError(f"checkpoint {path} holds a {payload.get('kind')!r} run, not {wanted}")
     return payload
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -109,8 +110,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_run_options(disco, "checkpoints/disco.pt")
     disco.set_defaults(run=train_disco_command)
     evaluate = commands.add_parser("eval", help="roll a trained agent out and report success")
-    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--checkpoint", required=True, help="from train bc or train disco")
     evaluate.add_argument("--env", default=None, help="default: the env it was trained on")
+    evaluate.add_argument(
+        "--env-kwargs",
+        default=None,
+        help="JSON keyword arguments for the env, over those of --env's",
+    )
     evaluate.add_argument("--episodes", type=int, default=1000)
     evaluate.add_argument("--num-envs", type=int, default=256)
     evaluate.add_argument("--seed", type=int, default=10**6, help="episode k: seed + k")
@@ -152,23 +158,36 @@ def train_bc_command(args: argparse.Namespace) -> int:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    from agents.checkpoint import load_model
+    from agents.checkpoint import load_checkpoint, load_model
     from agents.data import resolve_device
+    from agents.disco_agent import KIND as DISCO_KIND
+    from agents.disco_agent import load_actor
     from agents.evaluate import evaluate_model
     from metacontroller_envs.checks import check_env_id
+    from metacontroller_envs.cli import env_kwargs_from_json
 
     device = resolve_device(args.device)
-    model, payload = load_model(args.checkpoint, device)
+    payload = load_checkpoint(args.checkpoint, ("bc", DISCO_KIND), device)
+    if payload["kind"] == DISCO_KIND:
+        model = load_actor(args.checkpoint, device)
+        config = model.model_config
+    else:
+        model, _ = load_model(args.checkpoint, device)
+        config = model.config
     if args.env is None:
         spec = EnvSpec.from_json(payload["env_spec"])
     else:
         check_env_id(args.env)
         spec = gym.spec(args.env)
+    if args.env_kwargs is not None:
+        spec = dataclasses.replace(
+            spec, kwargs={**spec.kwargs, **env_kwargs_from_json(args.env_kwargs)}
+        )
     shape = gym.make(spec).observation_space.shape
-    if tuple(shape) != model.config.obs_shape:
+    if tuple(shape) != config.obs_shape:
         raise ValueError(
             f"{spec.id} observations have shape {tuple(shape)}, the checkpoint's model reads "
-            f"{model.config.obs_shape}: evaluate it on the env it was trained on"
+            f"{config.obs_shape}: evaluate it on the env it was trained on"
         )
     report = evaluate_model(
         model, spec, args.episodes, device, args.num_envs, args.seed, args.greedy

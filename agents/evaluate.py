@@ -1,4 +1,5 @@
-"""Roll a base model out in its env: success rate with a confidence interval, return, length.
+"""Roll a base model (or a memoryless actor) out in its env: success rate with a confidence
+interval, return, length.
 
 Episodes run in waves of `num_envs` that start together, so one KV cache per wave serves
 every env (one token per step). PinPad waves use the batched vector env; other envs are
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode
+from torch import nn
 
 from agents.transformer import CausalTransformer
 from metacontroller_envs.checks import check_count
@@ -100,9 +102,13 @@ class EnvBatch:
             env.close()
 
 
+#: Steps after which an episode of a memoryless actor is cut and counts as a failure.
+ACTOR_STEP_LIMIT = 10_000
+
+
 @torch.no_grad()
 def rollout(
-    model: CausalTransformer,
+    model: CausalTransformer | nn.Module,
     spec: EnvSpec,
     episodes: int,
     device: str | torch.device = "cpu",
@@ -110,29 +116,37 @@ def rollout(
     seed: int = 0,
     greedy: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Per-episode return, length and success. Episodes longer than the model's max_len - 1
-    steps are cut there and count as failures."""
+    """Per-episode return, length and success. `model` is a base model, whose episodes
+    longer than its max_len - 1 steps are cut there and count as failures, or a memoryless
+    actor with discrete `logits(obs)` (a Disco103 actor)."""
     n = min(num_envs, episodes)
     envs = EnvBatch(spec, n)
     generator = torch.Generator(device=device).manual_seed(seed)
     returns, lengths, successes = [], [], []
     model.eval()
+    sequence = isinstance(model, CausalTransformer)
+    discrete = model.discrete if sequence else True
+    limit = model.config.max_len - 1 if sequence else ACTOR_STEP_LIMIT
     try:
         for wave_start in range(0, episodes, n):
             obs = envs.reset([seed + wave_start + i for i in range(n)])
-            cache = model.new_cache(n)
-            prev = torch.full((n,), model.start_action, device=device)
-            if not model.discrete:
-                prev = torch.zeros(n, model.config.action_dim, device=device)
+            if sequence:
+                cache = model.new_cache(n)
+                prev = torch.full((n,), model.start_action, device=device)
+                if not discrete:
+                    prev = torch.zeros(n, model.config.action_dim, device=device)
             alive = np.ones(n, bool)
             wave_return, wave_length = np.zeros(n), np.zeros(n, int)
             wave_success = np.zeros(n, bool)
-            for _ in range(model.config.max_len - 1):
-                out = model.step(torch.as_tensor(obs, device=device), prev, cache)
-                action = out.action[:, 0]
+            for _ in range(limit):
+                observed = torch.as_tensor(obs, device=device)
+                if sequence:
+                    action = model.step(observed, prev, cache).action[:, 0]
+                else:
+                    action = model.logits(observed)
                 if greedy:
-                    chosen = action.argmax(-1) if model.discrete else action
-                elif model.discrete:
+                    chosen = action.argmax(-1) if discrete else action
+                elif discrete:
                     probs = torch.softmax(action.float(), -1)
                     chosen = torch.multinomial(probs, 1, generator=generator)[:, 0]
                 else:
@@ -159,7 +173,7 @@ def rollout(
 
 
 def evaluate_model(
-    model: CausalTransformer,
+    model: CausalTransformer | nn.Module,
     spec: EnvSpec | str,
     episodes: int,
     device: str | torch.device = "cpu",

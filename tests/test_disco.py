@@ -290,6 +290,20 @@ def test_meta_state_round_trips_through_a_checkpoint(rule, tmp_path):
         MetaState.from_state_dict({"hidden": torch.zeros(128)})
 
 
+def test_shipped_pinpad_configs_load_and_keep_pinpad_v0_s_observations():
+    """The README's Disco103 runs start from these files; an agent trained with one must
+    read PinPad-v0's observations (task_in_obs) to be evaluated there."""
+    from agents.config import load_config
+    from agents.disco_agent import DiscoConfig
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("*.json"))
+    assert paths
+    evaluated_on = gym.make("PinPad-v0", task_in_obs=True).observation_space
+    for path in paths:
+        config = load_config(DiscoConfig, path)
+        assert gym.make(config.env, **config.env_kwargs).observation_space == evaluated_on
+
+
 def test_continuous_actions_are_refused(tmp_path):
     from agents.disco_agent import DiscoConfig, check_discrete, train_disco
 
@@ -316,6 +330,12 @@ def test_tiny_training_through_the_cli_writes_a_checkpoint(tmp_path, capsys):
     assert '"task_in_obs": true' in saved["env_spec"]
     assert main(args) == 2  # an existing checkpoint is not replaced unasked
     assert "exists" in capsys.readouterr().err
+    evaluate = ["eval", "--checkpoint", str(out), "--episodes", "6", "--num-envs", "3",
+                "--device", "cpu"]  # fmt: skip
+    assert main(evaluate) == 0
+    assert "PinPad-v0: success" in capsys.readouterr().out
+    assert main([*evaluate, "--env-kwargs", '{"task_in_obs": false}']) == 2
+    assert "the checkpoint's model reads (699,)" in capsys.readouterr().err
 
 
 @needs_weights
