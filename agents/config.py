@@ -67,10 +67,6 @@ class ModelConfig:
     """With the planner, on observations that name the next colour (PinPad's task_in_obs):
     add the planner's move scores toward that colour, so a value or a choice that depends
     on which colour is named is linear in the encoder's input. for_env turns it on there."""
-    next_colour_only: bool = False
-    """pinpad encoder, on observations that name the next colour: read only that colour of
-    the task part, not the whole task and the progress through it, so that a step toward
-    one colour looks the same in a one-colour task and in a six-colour one."""
     goal_head: bool = False
     """With the planner: p(a) = sum_c p(c | history) pi_c(a), a mixture over the colours c
     to head for, each pi_c a softmax of the action logits + scale * (how much longer move a
@@ -110,13 +106,6 @@ class ModelConfig:
             raise ValueError(
                 "plan_next needs the pinpad encoder with a planner (plan_steps > 0) and "
                 "observations that name the next colour (PinPad with task_in_obs=True)"
-            )
-        if self.next_colour_only and not (
-            self.encoder == "pinpad" and "next_colour" in (self.obs_layout or {})
-        ):
-            raise ValueError(
-                "next_colour_only needs the pinpad encoder and observations that name the "
-                "next colour (PinPad with task_in_obs=True)"
             )
 
     @property

@@ -90,10 +90,6 @@ class DiscoConfig:
     """PinPad: the policy is the base model's goal mixture, p(c) over colours read from the
     features, then the planner's way to c (`agents.transformer.goal_mixture`); False: a
     linear policy head. Other envs have no planner and ignore it."""
-    next_colour_only: bool = False
-    """PinPad with task_in_obs: the encoder reads only the colour named next of the task
-    part (`ModelConfig.next_colour_only`), so a policy trained on one-colour tasks meets
-    the same inputs in PinPad-v0's six-colour ones."""
     fixed_planner: bool = False
     """With the goal mixture: keep the planner's passability and its weight in the mixture
     at their initial values (PinPad's rule: walls and other colours block), so the rule
@@ -260,16 +256,9 @@ class DiscoRun:
         self.rule = Disco103.from_weights(weights, device=self.device, hyper=hyper)
         probe = gym.make(config.env, **config.env_kwargs)
         self.model_config = ModelConfig.for_env(probe, "small", width=config.width)
+        if not config.goal_head:
+            self.model_config = dataclasses.replace(self.model_config, goal_head=False)
         probe.close()
-        try:
-            self.model_config = dataclasses.replace(
-                self.model_config,
-                goal_head=self.model_config.goal_head and config.goal_head,
-                next_colour_only=config.next_colour_only,
-            )
-        except ValueError:
-            self.envs.close()
-            raise
         if config.fixed_planner and not self.model_config.goal_head:
             self.envs.close()
             raise ValueError(

@@ -210,10 +210,10 @@ class PinPadEncoder(nn.Module):
     The grid is re-centred on the agent in a (2G-1) x (2G-1) window, with a channel that
     marks cells inside the grid, so "the colour two cells to my right" is one fixed input
     wherever the agent stands. Anything after the grid (the task, with task_in_obs) is
-    appended as it is, or only the next colour with `config.next_colour_only`. With
-    `config.plan_steps` > 0, a ValueIteration module over the grid adds, for each colour,
-    how much longer each move makes the way there. With `config.plan_next`, the plan toward
-    the colour the observation names is added once more on its own.
+    appended as it is. With `config.plan_steps` > 0, a ValueIteration module over the grid
+    adds, for each colour, how much longer each move makes the way there.
+    With `config.plan_next`, the plan toward the colour the observation names is added
+    once more on its own.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -221,8 +221,7 @@ class PinPadEncoder(nn.Module):
         layout = config.obs_layout
         self.size, _, self.channels = layout["grid_shape"]
         self.agent_channel = layout["agent_channel"]
-        self.grid = slice(*layout["grid"])
-        self.extra = slice(*layout["next_colour" if config.next_colour_only else "extra"])
+        self.grid, self.extra = slice(*layout["grid"]), slice(*layout["extra"])
         view = 2 * self.size - 1
         features = view * view * self.channels + (self.extra.stop - self.extra.start)
         self.planner, self.next_colour = None, None

@@ -130,6 +130,9 @@ def test_bad_input(dataset, tmp_path):
     other = save_checkpoint(tmp_path / "other.pt", "metacontroller", step=0)
     with pytest.raises(ValueError, match="holds a 'metacontroller' run, not 'bc'"):
         load_model(other)
+    with pytest.raises(ValueError, match="holds a 'metacontroller' run, not 'bc' or 'disco'"):
+        load_checkpoint(other, ("bc", "disco"))
+    assert load_checkpoint(other, ("bc", "metacontroller"))["step"] == 0
     torch.save({"weights": 1}, tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match="not a metacontroller-envs checkpoint"):
         load_model(tmp_path / "foreign.pt")

@@ -1,7 +1,5 @@
 """The causal transformer: causality, KV cache, residual hook, encoders, bad input."""
 
-import dataclasses
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -187,28 +185,6 @@ def test_plan_next_gives_the_planner_s_way_to_the_colour_the_observation_names()
         ModelConfig(**{**tiny("PinPad-v0")[0].config.__dict__, "plan_next": True})
     with pytest.raises(ValueError, match="plan_next needs"):
         ModelConfig(**{**config.__dict__, "encoder": "flat", "goal_head": False})
-
-
-def test_next_colour_only_hides_the_rest_of_the_task():
-    """With next_colour_only the encoder's output depends on the named colour but not on the
-    other task slots or the progress flags."""
-    env = gym.make("PinPad-v0", task_in_obs=True)
-    config = dataclasses.replace(ModelConfig.for_env(env, width=32), next_colour_only=True)
-    torch.manual_seed(0)
-    encoder = CausalTransformer(config).encoder
-    obs, _ = env.reset(seed=3)
-    layout = env.unwrapped.obs_layout
-    named, extra = layout["next_colour"], layout["extra"]
-    other_task = obs.copy()
-    other_task[extra.start : named.start] = 1 - other_task[extra.start : named.start]
-    other_colour = obs.copy()
-    other_colour[named] = np.roll(obs[named], 1)
-    with torch.no_grad():
-        tokens = encoder(torch.as_tensor(np.stack([obs, other_task, other_colour]))[:, None])
-    assert (tokens[0] - tokens[1]).abs().max() < 1e-6  # rows of one batch: float noise only
-    assert (tokens[0] - tokens[2]).abs().max() > 1e-3
-    with pytest.raises(ValueError, match="next_colour_only needs"):
-        ModelConfig(**{**tiny("PinPad-v0")[0].config.__dict__, "next_colour_only": True})
 
 
 @pytest.mark.parametrize("goal_head", [False, True])
