@@ -77,9 +77,16 @@ def load_model(
 ) -> tuple[CausalTransformer, dict]:
     """The base model stored in a checkpoint, in eval mode on `device`, and the checkpoint."""
     payload = load_checkpoint(path, kind, device)
+    return model_from_checkpoint(payload, path, device), payload
+
+
+def model_from_checkpoint(
+    payload: dict, path: str | Path, device: str | torch.device = "cpu"
+) -> CausalTransformer:
+    """The base model of an already loaded checkpoint (read from `path`), in eval mode."""
     try:
         model = CausalTransformer(ModelConfig(**payload["model_config"]))
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, RuntimeError) as error:
         raise ValueError(f"checkpoint {path} does not hold a usable model: {error}") from None
-    return model.to(device).eval(), payload
+    return model.to(device).eval()

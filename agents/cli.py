@@ -158,21 +158,21 @@ def train_bc_command(args: argparse.Namespace) -> int:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    from agents.checkpoint import load_checkpoint, load_model
+    from agents.checkpoint import load_checkpoint, model_from_checkpoint
     from agents.data import resolve_device
     from agents.disco_agent import KIND as DISCO_KIND
-    from agents.disco_agent import load_actor
+    from agents.disco_agent import actor_from_checkpoint
     from agents.evaluate import evaluate_model
     from metacontroller_envs.checks import check_env_id
     from metacontroller_envs.cli import env_kwargs_from_json
 
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint, ("bc", DISCO_KIND), device)
-    if payload["kind"] == DISCO_KIND:
-        model = load_actor(args.checkpoint, device)
+    if payload["kind"] == DISCO_KIND:  # the file is read once, above
+        model = actor_from_checkpoint(payload, args.checkpoint, device)
         config = model.model_config
     else:
-        model, _ = load_model(args.checkpoint, device)
+        model = model_from_checkpoint(payload, args.checkpoint, device)
         config = model.config
     if args.env is None:
         spec = EnvSpec.from_json(payload["env_spec"])

@@ -383,7 +383,13 @@ class DiscoRun:
 def load_actor(path: str | Path, device: str | torch.device = "cpu") -> DiscoActor:
     """The trained actor of a `train disco` checkpoint, in eval mode (acting needs only
     its policy logits)."""
-    saved = load_checkpoint(path, KIND)
+    return actor_from_checkpoint(load_checkpoint(path, KIND), path, device)
+
+
+def actor_from_checkpoint(
+    saved: dict, path: str | Path, device: str | torch.device = "cpu"
+) -> DiscoActor:
+    """The actor of an already loaded `train disco` checkpoint (read from `path`)."""
     try:
         config = DiscoConfig(**saved["train_config"])
         actor = DiscoActor(ModelConfig(**saved["model_config"]), config.model_width)
