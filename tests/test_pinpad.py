@@ -154,6 +154,44 @@ def test_task_in_obs():
     assert info["success"] and obs[637 + 54 :].sum() == 0
 
 
+def test_start_midway_shows_the_full_task_after_its_first_visits():
+    """A midway start is exactly the state the full task reaches when the expert has
+    visited the colours before its slot on the same layout; the expert then succeeds."""
+    tasks, n = ["0-1-4-5-0-1", "2-3-6-7-4-5", "6-7"], 300
+    full = PinPadVectorEnv(num_envs=n, tasks=tasks, task_in_obs=True)
+    midway = PinPadVectorEnv(num_envs=n, tasks=tasks, task_in_obs=True, start_midway=True)
+    seen, _ = full.reset(seed=0)
+    start, info = midway.reset(seed=0)
+    progress = info["colours_visited"]
+    assert set(progress.tolist()) == set(range(6))  # every slot of the six-colour tasks
+    assert (progress < midway.batch.task_length).all()
+    assert (midway.batch.walls == full.batch.walls).all()
+    expert, reached = PinPadExpert(full, seed=0), progress == 0
+    while not reached.all():
+        obs, _, _, _, info = full.step(expert.act())
+        now = ~reached & (info["colours_visited"] == progress)
+        seen[now], reached = obs[now], reached | now
+    assert (seen == start).all()
+
+    expert, outcome = PinPadExpert(midway, seed=0), np.full(n, -1.0)
+    while (outcome < 0).any():
+        _, reward, terminated, truncated, _ = midway.step(expert.act())
+        first = (outcome < 0) & (terminated | truncated)
+        outcome[first] = reward[first]
+    assert (outcome == 1.0).all()
+
+
+def test_start_midway_is_reproducible_and_excludes_free_play():
+    draws = []
+    for _ in range(2):
+        env = PinPadEnv(task_in_obs=True, start_midway=True)
+        env.reset(seed=3)
+        draws.append([env.reset()[1]["colours_visited"] for _ in range(50)])
+    assert draws[0] == draws[1] and len(set(draws[0])) == 6
+    with pytest.raises(ValueError, match="start_midway .* excludes free_play"):
+        PinPadEnv(start_midway=True, free_play=True)
+
+
 def test_layouts_are_solvable_within_the_horizon():
     config = PinPadConfig(tasks=(POSTTRAIN_TASK,))
     keys = np.arange(2000, dtype=np.uint64)

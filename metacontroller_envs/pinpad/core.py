@@ -55,6 +55,11 @@ class PinPadConfig:
     """No task is imposed: every colour visit fills the next task slot, and after
     task_slots visits the episode ends, with reward 1 if the visits spell one of `tasks`.
     For evaluating an agent that must infer the task: here it chooses one."""
+    start_midway: bool = False
+    """Each episode starts at a uniformly drawn slot of its task, as if the colours before it
+    had just been visited: their progress flags are set and the agent stands on the last
+    one. A reverse curriculum for goal-conditioned training: short episodes that show the
+    observations of long tasks, in the states the full task passes through."""
 
     # derived sizes, filled in __post_init__
     num_cells: int = field(init=False)
@@ -75,6 +80,8 @@ class PinPadConfig:
             raise ValueError(f"num_walls must be >= 0, got {self.num_walls}")
         if self.horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        if self.start_midway and self.free_play:
+            raise ValueError("start_midway needs a task to start in: it excludes free_play")
         needed = self.num_walls + self.num_colours + 1
         if self.grid_size**2 < needed:
             smallest = int(np.ceil(np.sqrt(needed)))
@@ -119,6 +126,7 @@ class PinPadConfig:
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _TASK_STREAM = np.uint64(0xD1B54A32D192ED03)
 _ATTEMPT_STREAM = np.uint64(0x8CB92BA72F3D8DD7)
+_START_STREAM = np.uint64(0x9FB21C651E98DF25)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -160,6 +168,7 @@ class Layouts(NamedTuple):
     colours: np.ndarray  # (k, O); colours[:, c] is the cell of colour c
     agent: np.ndarray  # (k,)
     task_index: np.ndarray  # (k,)
+    progress: np.ndarray | None = None  # (k,) task slots counted as visited; None: none
 
 
 def neighbour_table(grid_size: int, off_grid: int) -> np.ndarray:
@@ -327,12 +336,25 @@ def sample_layouts(config: PinPadConfig, keys: np.ndarray) -> Layouts:
         agent[done] = candidate.agent[pick]
         todo = todo[~found]
         if len(todo) == 0:
-            return Layouts(walls, colours, agent, task_index)
+            if not config.start_midway:
+                return Layouts(walls, colours, agent, task_index)
+            return midway(config, keys, Layouts(walls, colours, agent, task_index))
     raise RuntimeError(
         f"no solvable layout in {MAX_LAYOUT_ATTEMPTS} draws for {config}: the walls and "
         "colours nearly always cut the task's colours off; use fewer walls or colours or a "
         "larger grid"
     )
+
+
+def midway(config: PinPadConfig, keys: np.ndarray, layouts: Layouts) -> Layouts:
+    """`layouts` started at a slot drawn uniformly from each task, the agent moved onto the
+    colour visited last. Solvability holds: every leg from a colour to the next was checked."""
+    lengths = np.array([len(t) for t in config.tasks], dtype=np.uint64)[layouts.task_index]
+    progress = (_mix64(keys ^ _START_STREAM) % lengths).astype(np.int64)
+    last = config.task_table()[layouts.task_index, np.maximum(progress - 1, 0)]
+    on_last = layouts.colours[np.arange(len(keys)), last]
+    agent = np.where(progress > 0, on_last, layouts.agent)
+    return layouts._replace(agent=agent, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------
@@ -398,7 +420,7 @@ class PinPadBatch:
             self.task[ids] = self._tasks[layouts.task_index]
             self.task_length[ids] = self._task_lengths[layouts.task_index]
         self.agent[ids] = layouts.agent
-        self.progress[ids] = 0
+        self.progress[ids] = 0 if layouts.progress is None else layouts.progress
         self.steps[ids] = 0
         self.success[ids] = False
         self.failure[ids] = False
@@ -414,8 +436,13 @@ class PinPadBatch:
             slot_index = self._task_obs_start + np.arange(c.task_slots) * c.num_colours
             r, s = np.nonzero(slots >= 0)
             obs[r, slot_index[s] + slots[r, s]] = 1
-            first = slots[:, 0]
-            obs[np.flatnonzero(first >= 0), self._next_obs_start + first[first >= 0]] = 1
+            progress = self.progress[ids]
+            obs[rows, self._progress_obs_start + np.arange(c.task_slots)] = (
+                np.arange(c.task_slots) < progress[:, None]
+            )
+            following = self.task[ids, progress]
+            has_next = np.flatnonzero(following >= 0)
+            obs[has_next, self._next_obs_start + following[has_next]] = 1
         self.obs[ids] = obs
 
     def moves(self, rows: Rows, actions: Any) -> tuple[Any, Any]:

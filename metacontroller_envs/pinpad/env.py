@@ -29,6 +29,7 @@ def pinpad_config(
     tasks: Sequence[str | Iterable[int]] | None,
     task_in_obs: bool,
     free_play: bool = False,
+    start_midway: bool = False,
 ) -> PinPadConfig:
     """The config for the keyword arguments shared by the single and the vector env."""
     if task is not None and tasks is not None:
@@ -42,6 +43,7 @@ def pinpad_config(
         tasks=tuple(chosen),
         task_in_obs=bool(task_in_obs),
         free_play=bool(free_play),
+        start_midway=bool(start_midway),
     )
 
 
@@ -91,6 +93,9 @@ class PinPadEnv(gym.Env):
     `free_play=True` imposes no task: any colour visit fills the next task slot, the episode
     ends after task_slots visits, and succeeds if they spell one of the tasks (for
     evaluating agents that must infer the task: here they choose it).
+    `start_midway=True` starts each episode at a uniformly drawn slot of its task, the
+    colours before it counted as visited and the agent on the last one (a reverse
+    curriculum for training goal-conditioned agents).
 
     ## Rewards
     1 when the last colour of the task is visited, 0 otherwise.
@@ -125,10 +130,19 @@ class PinPadEnv(gym.Env):
         tasks: Sequence[str | Iterable[int]] | None = None,
         task_in_obs: bool = False,
         free_play: bool = False,
+        start_midway: bool = False,
         render_mode: str | None = None,
     ) -> None:
         self.config = pinpad_config(
-            grid_size, num_colours, num_walls, horizon, task, tasks, task_in_obs, free_play
+            grid_size,
+            num_colours,
+            num_walls,
+            horizon,
+            task,
+            tasks,
+            task_in_obs,
+            free_play,
+            start_midway,
         )
         self.render_mode = check_render_mode(render_mode, RENDER_MODES)
         self.observation_space, self.action_space = pinpad_spaces(self.config)

@@ -45,6 +45,7 @@ class PinPadVectorEnv(VectorEnv):
         tasks: Sequence[str | Iterable[int]] | None = None,
         task_in_obs: bool = False,
         free_play: bool = False,
+        start_midway: bool = False,
         render_mode: str | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         copy: bool = True,
@@ -63,7 +64,15 @@ class PinPadVectorEnv(VectorEnv):
                 f"{[m.value for m in AutoresetMode]}"
             ) from None
         self.config = pinpad_config(
-            grid_size, num_colours, num_walls, horizon, task, tasks, task_in_obs, free_play
+            grid_size,
+            num_colours,
+            num_walls,
+            horizon,
+            task,
+            tasks,
+            task_in_obs,
+            free_play,
+            start_midway,
         )
         self.num_envs = int(num_envs)
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
