@@ -163,7 +163,7 @@ def eval_command(args: argparse.Namespace) -> int:
     from agents.disco_agent import KIND as DISCO_KIND
     from agents.disco_agent import actor_from_checkpoint
     from agents.evaluate import evaluate_model
-    from metacontroller_envs.checks import check_env_id
+    from metacontroller_envs.checks import check_env_id, check_env_kwargs
     from metacontroller_envs.cli import env_kwargs_from_json
 
     device = resolve_device(args.device)
@@ -183,6 +183,7 @@ def eval_command(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(
             spec, kwargs={**spec.kwargs, **env_kwargs_from_json(args.env_kwargs)}
         )
+        check_env_kwargs(spec.id, spec.kwargs)
     shape = gym.make(spec).observation_space.shape
     if tuple(shape) != config.obs_shape:
         raise ValueError(

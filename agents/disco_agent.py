@@ -48,7 +48,7 @@ from agents.disco import (
 )
 from agents.train import check_new_run, load_run
 from agents.transformer import ENCODER_CLASSES, goal_mixture
-from metacontroller_envs.checks import check_count
+from metacontroller_envs.checks import check_count, check_env_kwargs
 
 KIND = "disco"
 
@@ -223,6 +223,7 @@ class Replay:
 
 
 def make_envs(config: DiscoConfig) -> gym.vector.VectorEnv:
+    check_env_kwargs(config.env, config.env_kwargs)
     spec = gym.spec(config.env)
     mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
     envs = gym.make_vec(config.env, num_envs=config.num_envs, vectorization_mode=mode,

@@ -36,6 +36,7 @@ from agents.config import EvolutionConfig, InternalRLConfig
 from agents.data import resolve_device
 from agents.latent import LatentAgent
 from agents.train import check_new_run, load_run
+from metacontroller_envs.checks import check_env_kwargs
 from metacontroller_envs.wrappers import switch_fires
 
 #: Added to the return's standard deviation when normalising (the paper's 1e-3).
@@ -132,6 +133,7 @@ def pad(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 def same_step_vector_env(env_id: str, num_envs: int, kwargs: dict) -> gym.vector.VectorEnv:
     """num_envs copies of env_id that reset in the step an episode ends: the env's own
     vector entry point where it has one (PinPad), else a SyncVectorEnv (BabyAI)."""
+    check_env_kwargs(env_id, kwargs)
     if gym.spec(env_id).vector_entry_point is not None:
         return gym.make_vec(env_id, num_envs=num_envs, autoreset_mode="SameStep", **kwargs)
     return gym.vector.SyncVectorEnv(

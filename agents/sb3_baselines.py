@@ -66,7 +66,7 @@ def make_env(
 ) -> gym.Env:
     """The raw env (gym.make(env_id, **env_kwargs)), or with a discovery checkpoint
     `latent`, its LatentActionWrapper."""
-    check_env_id(env_id)
+    check_env_id(env_id, env_kwargs)
     env = gym.make(env_id, **(env_kwargs or {}))
     if latent is not None:
         from agents.latent import LatentAgent

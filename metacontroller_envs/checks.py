@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import load_env_creator
 
 
 def check_render_mode(render_mode: str | None, allowed: Sequence[str]) -> str | None:
@@ -30,13 +33,33 @@ def _describe(n: int, names: Sequence[str]) -> str:
     return f"actions are integers 0..{n - 1} ({listed})"
 
 
-def check_env_id(env_id: str) -> None:
-    """A ValueError unless `env_id` is one this package registers."""
+def check_env_id(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> None:
+    """A ValueError unless `env_id` is one this package registers and takes `env_kwargs`."""
     import metacontroller_envs  # here, not at import: the package imports this module
 
     if env_id not in metacontroller_envs.ENV_IDS:
         raise ValueError(
             f"unknown env id {env_id!r}: use one of {', '.join(metacontroller_envs.ENV_IDS)}"
+        )
+    check_env_kwargs(env_id, env_kwargs or {})
+
+
+def check_env_kwargs(env_id: str, env_kwargs: Mapping[str, Any]) -> None:
+    """A ValueError naming the allowed keywords for any key of `env_kwargs` that neither the
+    registered env's constructor nor gym.make takes (gym.make's TypeError names only one)."""
+    spec = gym.spec(env_id)
+    creator = spec.entry_point
+    if isinstance(creator, str):
+        creator = load_env_creator(creator)
+    parameters = inspect.signature(creator).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    allowed = set(parameters) | set(inspect.signature(gym.make).parameters) - {"id", "kwargs"}
+    unknown = sorted(set(env_kwargs) - allowed)
+    if unknown:
+        raise ValueError(
+            f"{env_id} takes no keyword argument {', '.join(map(repr, unknown))}: "
+            f"it takes {', '.join(sorted(allowed))}"
         )
 
 

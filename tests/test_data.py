@@ -124,6 +124,8 @@ def test_bad_input(datasets_root):
         collect("PinPad-v9", 5)
     with pytest.raises(ValueError, match="episodes must be a positive integer"):
         collect("PinPad-v0", 0)
+    with pytest.raises(ValueError, match="PinPad-v0 takes no keyword argument 'colours'"):
+        collect("PinPad-v0", 3, env_kwargs={"colours": 3})
     with pytest.raises(ValueError, match="epsilon must be in"):
         collect("PinPad-v0", 3, epsilon=2.0)
     with pytest.raises(ValueError, match="unknown dataset 'pinpad/nothing-v0'"):

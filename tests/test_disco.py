@@ -336,6 +336,11 @@ def test_tiny_training_through_the_cli_writes_a_checkpoint(tmp_path, capsys):
     assert "PinPad-v0: success" in capsys.readouterr().out
     assert main([*evaluate, "--env-kwargs", '{"task_in_obs": false}']) == 2
     assert "the checkpoint's model reads (699,)" in capsys.readouterr().err
+    assert main([*evaluate, "--env-kwargs", '{"task_in_ob": true}']) == 2
+    assert "PinPad-v0 takes no keyword argument 'task_in_ob'" in capsys.readouterr().err
+    args[args.index('{"task_in_obs": true}')] = '{"task_in_ob": true}'
+    assert main([*args, "--overwrite"]) == 2
+    assert "PinPad-v0 takes no keyword argument 'task_in_ob'" in capsys.readouterr().err
 
 
 @needs_weights

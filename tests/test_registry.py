@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import metacontroller_envs
+from metacontroller_envs.checks import check_env_id
 from metacontroller_envs.pinpad import PinPadEnv, PinPadExpert
 
 ENV_IDS = metacontroller_envs.ENV_IDS
@@ -107,6 +108,14 @@ def test_render_modes(env_id, mode):
 def test_unknown_render_mode(env_id):
     with pytest.raises(ValueError, match="render_mode"):
         gym.make(env_id, render_mode="ascii")
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_unknown_keyword_arguments_are_named_with_the_allowed_ones(env_id):
+    check_env_id(env_id, {**gym.spec(env_id).kwargs, "max_episode_steps": 10})
+    with pytest.raises(ValueError, match=f"{env_id} takes no keyword argument 'colour': "
+                                         "it takes .*render_mode"):  # fmt: skip
+        check_env_id(env_id, {"colour": 3, "render_mode": None})
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)

@@ -34,7 +34,7 @@ def default_dataset_id(
 ) -> str:
     """`pinpad/PinPad-v0/expert-v0`, `babyai/SubgoalBabyAI-Pretrain-v0/expert-eps0p1-v0`,
     `pinpad/PinPad-v0/expert-task_in_obs_True-v0`."""
-    check_env_id(env_id)
+    check_env_id(env_id, env_kwargs)
     family = "babyai" if env_id.startswith("SubgoalBabyAI-") else "pinpad"
     name = "expert" if epsilon == 0 else f"expert-eps{epsilon:g}"
     for key, value in sorted((env_kwargs or {}).items()):
@@ -163,7 +163,7 @@ def generate(
     env_kwargs: dict[str, Any] | None = None,
 ) -> Iterator[dict]:
     """Expert episodes in seed order, each a dict of numpy arrays (Minari's layout)."""
-    check_env_id(env_id)
+    check_env_id(env_id, env_kwargs)
     check_count("episodes", episodes)
     check_epsilon(epsilon)
     env_kwargs = dict(env_kwargs or {})
