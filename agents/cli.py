@@ -107,6 +107,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     disco.add_argument("--rollout-len", type=int, default=None)
     disco.add_argument("--batch-size", type=int, default=None)
     disco.add_argument("--lr", type=float, default=None)
+    disco.add_argument("--start-from", default=None,
+                       help="a train disco checkpoint to go on from under this config (a "
+                            "curriculum stage; its step and episode counts go on)")  # fmt: skip
     add_run_options(disco, "checkpoints/disco.pt")
     disco.set_defaults(run=train_disco_command)
     evaluate = commands.add_parser("eval", help="roll a trained agent out and report success")
@@ -304,7 +307,8 @@ def train_disco_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
     )
-    path = train_disco(config, Path(args.out), args.weights, args.resume, args.overwrite)
+    path = train_disco(config, Path(args.out), args.weights, args.resume, args.overwrite,
+                       start_from=args.start_from)  # fmt: skip
     for point in load_checkpoint(path, "disco")["history"][-5:]:
         print(json.dumps(point))
     print(f"checkpoint: {path}")

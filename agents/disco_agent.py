@@ -381,6 +381,25 @@ class DiscoRun:
                 .item()) for k, v in terms.items()}}  # fmt: skip
 
 
+def earlier_stage(path: str | Path, run: DiscoRun) -> dict[str, Any]:
+    """The checkpoint `run` starts from, checked to hold an agent of the same shape."""
+    saved = load_checkpoint(path, KIND, run.device)
+    theirs = {**saved["model_config"], "model_width": saved["train_config"].get("model_width")}
+    ours = {**dataclasses.asdict(run.model_config), "model_width": run.config.model_width}
+    differ = [
+        f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here"
+        for k in sorted(ours.keys() | theirs.keys())
+        if theirs.get(k) != ours.get(k)
+    ]
+    if differ:
+        raise ValueError(
+            f"checkpoint {path} holds an agent of another shape than this run's "
+            f"({'; '.join(differ)}): start from a run on the same observations with the same "
+            "width, model_width and goal_head"
+        )
+    return saved
+
+
 def load_actor(path: str | Path, device: str | torch.device = "cpu") -> DiscoActor:
     """The trained actor of a `train disco` checkpoint, in eval mode (acting needs only
     its policy logits)."""
@@ -410,15 +429,21 @@ def train_disco(
     overwrite: bool = False,
     progress: bool = True,
     log: list[dict] | None = None,
+    start_from: str | Path | None = None,
 ) -> Path:
     """Train an agent on `config.env` with Disco103 until the episode (or step) budget is
     spent; checkpoints (actor, target, optimiser, the rule's meta state, history) are
-    written atomically to `checkpoint`. `weights`: disco_103.npz (default $DISCO103_WEIGHTS)."""
+    written atomically to `checkpoint`. `weights`: disco_103.npz (default $DISCO103_WEIGHTS).
+    `start_from`: a `train disco` checkpoint whose whole state a new run takes over, to go
+    on under this config (a curriculum stage); its counters go on too, so the budget is the
+    total. A run being resumed from `checkpoint` ignores it."""
     checkpoint = Path(checkpoint)
     check_new_run(checkpoint, resume, overwrite)
     run = DiscoRun(config, weights)
     if resume and checkpoint.exists():
         run.load(load_run(checkpoint, KIND, config, run.device, budget=("episodes", "steps")))
+    elif start_from is not None:
+        run.load(earlier_stage(start_from, run))
     spec = gym.spec(config.env)
     spec = dataclasses.replace(spec, kwargs={**spec.kwargs, **config.env_kwargs})
 

@@ -407,3 +407,29 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
                 progress=False)  # fmt: skip
     third = load_checkpoint(out, "disco")
     assert third["updates"] == 6 and third["history"][: len(second["history"])] == second["history"]
+
+
+@needs_weights
+def test_a_curriculum_stage_goes_on_from_the_last_one_under_its_own_config(tmp_path):
+    from agents.disco_agent import DiscoConfig, train_disco
+
+    tiny = dict(num_envs=4, rollout_len=4, batch_size=4, width=32, model_width=16,
+                log_every=2, device="cpu")  # fmt: skip
+    colours = DiscoConfig(env_kwargs={"task_in_obs": True, "tasks": ["0", "1", "0-1-4-5-0-1"]},
+                          steps=2, **tiny)  # fmt: skip
+    train_disco(colours, tmp_path / "one.pt", WEIGHTS, progress=False)
+    first = load_checkpoint(tmp_path / "one.pt", "disco")
+    midway = DiscoConfig(env_kwargs={"task_in_obs": True, "start_midway": True}, **tiny)
+    for steps, name in ((2, "same.pt"), (4, "two.pt")):  # the budget counts stage one's steps
+        train_disco(dataclasses.replace(midway, steps=steps), tmp_path / name, WEIGHTS,
+                    progress=False, start_from=tmp_path / "one.pt")  # fmt: skip
+    same, second = (load_checkpoint(tmp_path / n, "disco") for n in ("same.pt", "two.pt"))
+    assert all(torch.equal(same["actor"][k], v) for k, v in first["actor"].items())
+    assert second["updates"] == 4 and second["episodes"] > first["episodes"]
+    assert second["history"][: len(first["history"])] == first["history"]
+    assert '"start_midway": true' in second["env_spec"]
+    assert not all(torch.equal(second["actor"][k], v) for k, v in first["actor"].items())
+    with pytest.raises(ValueError, match=r"another shape than this run's \(model_width: 16 "
+                                         r"there, 32 here\)"):  # fmt: skip
+        train_disco(dataclasses.replace(midway, model_width=32), tmp_path / "x.pt", WEIGHTS,
+                    start_from=tmp_path / "one.pt")  # fmt: skip
