@@ -292,16 +292,20 @@ def test_meta_state_round_trips_through_a_checkpoint(rule, tmp_path):
 
 def test_shipped_pinpad_configs_load_and_keep_pinpad_v0_s_observations():
     """The README's Disco103 runs start from these files; an agent trained with one must
-    read PinPad-v0's observations (task_in_obs) to be evaluated there."""
+    read PinPad-v0's observations (task_in_obs) to be evaluated there, and have the shape
+    of the others' so that the midway stage can start from the colours stage."""
     from agents.config import load_config
     from agents.disco_agent import DiscoConfig
 
     paths = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("*.json"))
-    assert paths
+    assert [p.name for p in paths] == ["disco-pinpad-colours.json", "disco-pinpad-midway.json"]
     evaluated_on = gym.make("PinPad-v0", task_in_obs=True).observation_space
+    shapes = set()
     for path in paths:
         config = load_config(DiscoConfig, path)
         assert gym.make(config.env, **config.env_kwargs).observation_space == evaluated_on
+        shapes.add((config.width, config.model_width, config.goal_head, config.fixed_planner))
+    assert len(shapes) == 1
 
 
 def test_continuous_actions_are_refused(tmp_path):
