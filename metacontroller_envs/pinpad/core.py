@@ -336,9 +336,8 @@ def sample_layouts(config: PinPadConfig, keys: np.ndarray) -> Layouts:
         agent[done] = candidate.agent[pick]
         todo = todo[~found]
         if len(todo) == 0:
-            if not config.start_midway:
-                return Layouts(walls, colours, agent, task_index)
-            return midway(config, keys, Layouts(walls, colours, agent, task_index))
+            layouts = Layouts(walls, colours, agent, task_index)
+            return midway(config, keys, layouts) if config.start_midway else layouts
     raise RuntimeError(
         f"no solvable layout in {MAX_LAYOUT_ATTEMPTS} draws for {config}: the walls and "
         "colours nearly always cut the task's colours off; use fewer walls or colours or a "
