@@ -3,10 +3,13 @@ and PPO or SAC driving the metacontroller's codes through `LatentActionWrapper`.
 
 Each run stops after a budget of episodes, like internal RL, and logs success against
 episodes (an episode succeeds when it earns any reward: the suite's tasks are sparse).
+`GoalMixturePolicy` gives PPO the Disco103 agent's network, to compare the two update rules
+on one network (benchmarks/disco_vs_ppo.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -14,12 +17,19 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import Schedule
+from torch import nn
 
 from agents.checkpoint import write_atomically
+from agents.config import ModelConfig
 from agents.data import resolve_device
+from agents.disco_agent import DiscoActor
 from metacontroller_envs.checks import check_count, check_env_id
 
 ALGORITHMS = {"ppo": PPO, "sac": SAC}
@@ -27,11 +37,15 @@ ALGORITHMS = {"ppo": PPO, "sac": SAC}
 
 class EpisodeBudget(BaseCallback):
     """Counts finished episodes (from Monitor's info), logs success per `every` episodes
-    (to `out` as it goes, if given) and stops training at `episodes`."""
+    (to `out` as it goes, if given) and stops training at `episodes`, or at `env_steps`
+    env steps if that is set (0: no step limit)."""
 
-    def __init__(self, episodes: int, every: int, out: str | Path | None = None) -> None:
+    def __init__(
+        self, episodes: int, every: int, out: str | Path | None = None, env_steps: int = 0
+    ) -> None:
         super().__init__()
         self.episodes, self.every, self.out = episodes, every, out
+        self.max_env_steps = env_steps
         self.returns: list[float] = []
         self.env_steps = 0
         self.history: list[dict[str, Any]] = []
@@ -52,13 +66,85 @@ class EpisodeBudget(BaseCallback):
                         "seconds": time.perf_counter() - self.clock,
                     })  # fmt: skip
                     self.write()
-        return len(self.returns) < self.episodes
+        steps_left = not self.max_env_steps or self.env_steps < self.max_env_steps
+        return len(self.returns) < self.episodes and steps_left
 
     def write(self) -> None:
         """The history so far, as JSON, atomically: an interrupted run keeps its points."""
         if self.out is not None:
             text = json.dumps(self.history, indent=1)
             write_atomically(self.out, lambda temp: Path(temp).write_text(text))
+
+
+class GoalMixturePolicy(ActorCriticPolicy):
+    """PPO's policy on the Disco103 agent's network (`DiscoActor` of `model_config`, a
+    ModelConfig as a dict): its PinPad encoder and goal-mixture policy, the planner and its
+    weight fixed as `fixed_planner` keeps them, and a linear value head on its features.
+    The actor's heads for the rule (y, z, q, aux_pi) are built but unused."""
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        lr_schedule: Schedule,
+        model_config: dict[str, Any],
+        **kwargs: Any,
+    ) -> None:
+        self.model_config = ModelConfig(**model_config)  # _build, called by __init__, needs it
+        if not self.model_config.goal_head:
+            raise ValueError("GoalMixturePolicy needs a model_config with goal_head (PinPad)")
+        kwargs["ortho_init"] = False  # keep the actor's own initialisation
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        self.actor = DiscoActor(self.model_config)
+        self.actor.encoder.planner.requires_grad_(False)
+        self.actor.goal_scale.requires_grad_(False)
+        self.value_net = nn.Linear(self.model_config.width, 1)
+        trained = [p for p in self.parameters() if p.requires_grad]
+        self.optimizer = self.optimizer_class(trained, lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def heads(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+        """The action distribution and the values [N, 1] of observations [N, ...]."""
+        features, logits = self.actor.features(obs.float().unsqueeze(0))
+        return self.action_dist.proba_distribution(action_logits=logits[0]), self.value_net(
+            features[0]
+        )
+
+    def forward(
+        self, obs: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        distribution, values = self.heads(obs)
+        actions = distribution.get_actions(deterministic=deterministic)
+        return actions, values, distribution.log_prob(actions)
+
+    def evaluate_actions(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        distribution, values = self.heads(obs)
+        return values, distribution.log_prob(actions), distribution.entropy()
+
+    def get_distribution(self, obs: torch.Tensor) -> Distribution:
+        return self.heads(obs)[0]
+
+    def predict_values(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.heads(obs)[1]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(),
+                "model_config": dataclasses.asdict(self.model_config)}  # fmt: skip
+
+
+class PolicyLogits(nn.Module):
+    """An SB3 policy over discrete actions as the memoryless actor that
+    `agents.evaluate.rollout` plays: `logits(obs)`."""
+
+    def __init__(self, policy: ActorCriticPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def logits(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.policy.get_distribution(obs).distribution.logits
 
 
 def make_env(
