@@ -1,12 +1,12 @@
 """Disco103 against PPO on one curriculum, one budget of env steps and one evaluation.
 
     python benchmarks/disco_vs_ppo.py --disco checkpoints/disco-colours.pt checkpoints/disco.pt
-        [--policies mlp goal-mixture] [--seed 0] [--episodes 1000] [--out DIR] [--device D]
+        [--policies mlp goal-mixture] [--seeds 0 1 2] [--episodes 1000] [--out DIR] [--device D]
 
 The Disco103 run is given as the checkpoints of its stages, in order (the README's
 `mcenv train disco` commands). PPO (SB3's defaults, with each stage's gamma and number of
 envs) trains on the same stages: each stage's env and env_kwargs, for as many env steps as
-Disco103 took in it. Once per policy:
+Disco103 took in it. Once per policy and seed:
   mlp            SB3's MlpPolicy (two tanh layers of 64)
   goal-mixture   the Disco103 agent's own network (agents.sb3_baselines.GoalMixturePolicy:
                  its encoder and goal-mixture policy, the planner fixed, a value head)
@@ -100,7 +100,8 @@ def train_ppo(
             model.set_env(envs)
         envs.seed(seed + 1000 * index)  # env i of stage s resets from seed + 1000 s + i
         budget = EpisodeBudget(10**12, EVERY, env_steps=stage.env_steps)
-        model.learn(10**12, callback=budget, reset_num_timesteps=True)  # resets the new envs
+        # SB3 alone would finish its rollout; the budget stops at the env step. Resets the envs.
+        model.learn(stage.env_steps, callback=budget, reset_num_timesteps=True)
         history += [{**point, "episodes": point["episodes"] + episodes_before,
                      "env_steps": point["env_steps"] + sum(stage_steps), "stage": index}
                     for point in budget.history]  # fmt: skip
@@ -116,13 +117,13 @@ def evaluation(report: RolloutReport) -> dict[str, Any]:
             "mean_length": report.mean_length, "episodes": report.episodes}  # fmt: skip
 
 
-def ppo_run(args: argparse.Namespace, stages: list[Stage], policy: str,
+def ppo_run(args: argparse.Namespace, stages: list[Stage], policy: str, seed: int,
             model_config: dict, spec: gym.envs.registration.EnvSpec) -> dict[str, Any]:  # fmt: skip
     """Train (or, when its record matches these stages, load) PPO with `policy`; evaluate it."""
-    name = f"ppo-{policy}-seed{args.seed}"
+    name = f"ppo-{policy}-seed{seed}"
     record_path = args.out / "runs" / f"{name}.json"
     model_path = args.out / "cache" / f"{name}.zip"
-    protocol = {"policy": policy, "seed": args.seed, "stages": [asdict(s) for s in stages]}
+    protocol = {"policy": policy, "seed": seed, "stages": [asdict(s) for s in stages]}
     record = json.loads(record_path.read_text()) if record_path.is_file() else None
     if record is not None and record["protocol"] == protocol and model_path.is_file():
         model = PPO.load(model_path, device=args.device)
@@ -130,7 +131,7 @@ def ppo_run(args: argparse.Namespace, stages: list[Stage], policy: str,
         print(f"training {name} on {len(stages)} stages ({sum(s.env_steps for s in stages):,} "
               "env steps)", flush=True)  # fmt: skip
         start = time.perf_counter()
-        model, trained = train_ppo(stages, policy, model_config, args.seed, args.device)
+        model, trained = train_ppo(stages, policy, model_config, seed, args.device)
         record = {"protocol": protocol, **trained, "minutes": (time.perf_counter() - start) / 60}
         write_atomically(model_path, model.save)
         write_atomically(record_path, lambda t: Path(t).write_text(json.dumps(record, indent=1)))
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--disco", nargs="+", type=Path, required=True, metavar="CHECKPOINT",
                         help="the Disco103 run's stage checkpoints, in training order")  # fmt: skip
     parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
-    parser.add_argument("--seed", type=int, default=0, help="PPO's seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="PPO's seeds")
     parser.add_argument("--env", default="PinPad-v0", help="evaluation env")
     parser.add_argument("--env-kwargs", default='{"task_in_obs": true}', type=json.loads)
     parser.add_argument("--episodes", type=int, default=1000, help="evaluation episodes")
@@ -210,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
              "minutes": None,
              "eval": evaluation(evaluate_model(actor, spec, args.episodes, args.device,
                                                seed=args.eval_seed))}  # fmt: skip
-    results = [disco] + [ppo_run(args, stages, policy, last["model_config"], spec)
-                         for policy in args.policies]  # fmt: skip
+    results = [disco] + [ppo_run(args, stages, policy, seed, last["model_config"], spec)
+                         for policy in args.policies for seed in args.seeds]  # fmt: skip
     spec_text = f"{args.env} {json.dumps(args.env_kwargs)}, {args.episodes:,} episodes"
     write_atomically(args.out / "results.json", lambda t: Path(t).write_text(json.dumps(
         {"evaluation": spec_text, "stages": [asdict(s) for s in stages], "runs": results},
