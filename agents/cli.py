@@ -103,6 +103,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help="disco_103.npz (default: $DISCO103_WEIGHTS)")  # fmt: skip
     disco.add_argument("--episodes", type=int, default=None, help="budget in episodes")
     disco.add_argument("--steps", type=int, default=None, help="also stop after N updates")
+    disco.add_argument("--until-success", type=float, default=None,
+                       help="also stop once a success point of this stage reaches it")  # fmt: skip
     disco.add_argument("--num-envs", type=int, default=None)
     disco.add_argument("--rollout-len", type=int, default=None)
     disco.add_argument("--batch-size", type=int, default=None)
@@ -300,6 +302,7 @@ def train_disco_command(args: argparse.Namespace) -> int:
         env_kwargs=env_kwargs,
         episodes=args.episodes,
         steps=args.steps,
+        until_success=args.until_success,
         num_envs=args.num_envs,
         rollout_len=args.rollout_len,
         batch_size=args.batch_size,

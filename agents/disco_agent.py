@@ -66,6 +66,11 @@ class DiscoConfig:
     """Budget: finished training episodes."""
     steps: int = 0
     """Stop after this many learner steps as well (0: no limit)."""
+    until_success: float = 0.0
+    """Stop as well at the first point of the success history, logged in this stage, that
+    reaches this (0: never): a curriculum stage then ends on competence rather than at a
+    step count that suited one seed. Points from `start_from` or before a resume count
+    only if logged since the stage began."""
     num_envs: int = 32
     """Envs stepped side by side."""
     rollout_len: int = 16
@@ -116,6 +121,8 @@ class DiscoConfig:
                 f"replay_capacity ({self.replay_capacity}) must hold a batch "
                 f"({self.batch_size} trajectories)"
             )
+        if not 0 <= self.until_success <= 1:
+            raise ValueError(f"until_success must be in [0, 1], got {self.until_success}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 < self.discount <= 1:
@@ -282,6 +289,7 @@ class DiscoRun:
         self.replay = Replay(config.replay_capacity, config.rollout_len,
                              self.envs.single_observation_space, actions, self.device)  # fmt: skip
         self.updates = self.episodes = self.env_steps = 0
+        self.stage_start = 0  # episodes finished before this curriculum stage began
         self.history: list[dict[str, float]] = []
         self.window: list[tuple[bool, float]] = []  # (success, return) since the last point
 
@@ -296,6 +304,7 @@ class DiscoRun:
             "episodes": self.episodes,
             "env_steps": self.env_steps,
             "history": self.history,
+            "stage_start": self.stage_start,
         }
 
     def load(self, saved: dict[str, Any]) -> None:
@@ -305,6 +314,18 @@ class DiscoRun:
         self.meta_state = MetaState.from_state_dict(saved["meta_state"], self.device)
         self.updates, self.episodes = saved["updates"], saved["episodes"]
         self.env_steps, self.history = saved["env_steps"], list(saved["history"])
+        self.stage_start = saved.get("stage_start", 0)  # absent before until_success
+
+    def finished(self) -> bool:
+        """Whether a budget is spent or this stage's success reached `until_success`."""
+        config = self.config
+        if self.episodes >= config.episodes or (config.steps and self.updates >= config.steps):
+            return True
+        return config.until_success > 0 and any(
+            point["success"] >= config.until_success
+            for point in self.history
+            if point["episodes"] > self.stage_start
+        )
 
     def start(self) -> None:
         """Reset the envs and the per-run randomness from (seed, learner step), so a resumed
@@ -432,18 +453,21 @@ def train_disco(
     start_from: str | Path | None = None,
 ) -> Path:
     """Train an agent on `config.env` with Disco103 until the episode (or step) budget is
-    spent; checkpoints (actor, target, optimiser, the rule's meta state, history) are
-    written atomically to `checkpoint`. `weights`: disco_103.npz (default $DISCO103_WEIGHTS).
-    `start_from`: a `train disco` checkpoint whose whole state a new run takes over, to go
-    on under this config (a curriculum stage); its counters go on too, so the budget is the
-    total. A run being resumed from `checkpoint` ignores it."""
+    spent or `config.until_success` is reached; checkpoints (actor, target, optimiser, the
+    rule's meta state, history) are written atomically to `checkpoint`. `weights`:
+    disco_103.npz (default $DISCO103_WEIGHTS). `start_from`: a `train disco` checkpoint
+    whose whole state a new run takes over, to go on under this config (a curriculum
+    stage); its counters go on too, so the budget is the total. A run being resumed from
+    `checkpoint` ignores it."""
     checkpoint = Path(checkpoint)
     check_new_run(checkpoint, resume, overwrite)
     run = DiscoRun(config, weights)
     if resume and checkpoint.exists():
-        run.load(load_run(checkpoint, KIND, config, run.device, budget=("episodes", "steps")))
+        budget = ("episodes", "steps", "until_success")  # may grow when a run goes on
+        run.load(load_run(checkpoint, KIND, config, run.device, budget=budget))
     elif start_from is not None:
         run.load(earlier_stage(start_from, run))
+        run.stage_start = run.episodes
     spec = gym.spec(config.env)
     spec = dataclasses.replace(spec, kwargs={**spec.kwargs, **config.env_kwargs})
 
@@ -456,7 +480,7 @@ def train_disco(
                desc="train disco", disable=not progress)  # fmt: skip
     clock, start_steps = time.perf_counter(), run.env_steps
     metrics: dict[str, float] = {}
-    while run.episodes < config.episodes and not (config.steps and run.updates >= config.steps):
+    while not run.finished():
         before = run.episodes
         run.replay.add(run.collect())
         bar.update(min(run.episodes, config.episodes) - min(before, config.episodes))

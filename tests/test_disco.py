@@ -342,6 +342,8 @@ def test_tiny_training_through_the_cli_writes_a_checkpoint(tmp_path, capsys):
     assert "the checkpoint's model reads (699,)" in capsys.readouterr().err
     assert main([*evaluate, "--env-kwargs", '{"task_in_ob": true}']) == 2
     assert "PinPad-v0 takes no keyword argument 'task_in_ob'" in capsys.readouterr().err
+    assert main([*args[:-1], str(tmp_path / "x.pt"), "--until-success", "95"]) == 2
+    assert "until_success must be in [0, 1], got 95.0" in capsys.readouterr().err
     args[args.index('{"task_in_obs": true}')] = '{"task_in_ob": true}'
     assert main([*args, "--overwrite"]) == 2
     assert "PinPad-v0 takes no keyword argument 'task_in_ob'" in capsys.readouterr().err
@@ -437,3 +439,24 @@ def test_a_curriculum_stage_goes_on_from_the_last_one_under_its_own_config(tmp_p
                                          r"there, 32 here\)"):  # fmt: skip
         train_disco(dataclasses.replace(midway, model_width=32), tmp_path / "x.pt", WEIGHTS,
                     start_from=tmp_path / "one.pt")  # fmt: skip
+
+
+@needs_weights
+def test_a_stage_ends_at_its_own_first_success_point_that_reaches_until_success(tmp_path):
+    from agents.disco_agent import DiscoConfig, train_disco
+
+    tiny = dict(env_kwargs={"task_in_obs": True, "tasks": ["0"]}, num_envs=4, rollout_len=4,
+                batch_size=4, width=32, model_width=16, log_every=2, device="cpu")  # fmt: skip
+    config = DiscoConfig(steps=60, until_success=0.5, **tiny)
+    train_disco(config, tmp_path / "one.pt", WEIGHTS, progress=False)
+    first = load_checkpoint(tmp_path / "one.pt", "disco")
+    reached = next(p for p in first["history"] if p["success"] >= 0.5)
+    # it stops after the learner step of the rollout that logged the point, not at the cap
+    assert first["updates"] == reached["updates"] + 1 < 60
+    # the next stage counts only its own points: it does not stop on the first stage's
+    train_disco(config, tmp_path / "two.pt", WEIGHTS, progress=False,
+                start_from=tmp_path / "one.pt")  # fmt: skip
+    second = load_checkpoint(tmp_path / "two.pt", "disco")
+    assert second["stage_start"] == first["episodes"] and second["updates"] > first["updates"]
+    with pytest.raises(ValueError, match=r"until_success must be in \[0, 1\], got 1.5"):
+        DiscoConfig(until_success=1.5)
