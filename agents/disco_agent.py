@@ -311,6 +311,8 @@ class DiscoRun:
         self.actor.load_state_dict(saved["actor"])
         self.target.load_state_dict(saved["target"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        for group in self.optimizer.param_groups:  # the moments carry over, the lr is ours
+            group["lr"] = self.config.lr
         self.meta_state = MetaState.from_state_dict(saved["meta_state"], self.device)
         self.updates, self.episodes = saved["updates"], saved["episodes"]
         self.env_steps, self.history = saved["env_steps"], list(saved["history"])

@@ -427,13 +427,16 @@ def test_a_curriculum_stage_goes_on_from_the_last_one_under_its_own_config(tmp_p
     first = load_checkpoint(tmp_path / "one.pt", "disco")
     midway = DiscoConfig(env_kwargs={"task_in_obs": True, "start_midway": True}, **tiny)
     for steps, name in ((2, "same.pt"), (4, "two.pt")):  # the budget counts stage one's steps
-        train_disco(dataclasses.replace(midway, steps=steps), tmp_path / name, WEIGHTS,
+        train_disco(dataclasses.replace(midway, steps=steps, lr=1e-3), tmp_path / name, WEIGHTS,
                     progress=False, start_from=tmp_path / "one.pt")  # fmt: skip
     same, second = (load_checkpoint(tmp_path / n, "disco") for n in ("same.pt", "two.pt"))
     assert all(torch.equal(same["actor"][k], v) for k, v in first["actor"].items())
     assert second["updates"] == 4 and second["episodes"] > first["episodes"]
     assert second["history"][: len(first["history"])] == first["history"]
     assert '"start_midway": true' in second["env_spec"]
+    # the optimiser's moments carry over, but the learning rate is this stage's own
+    assert first["optimizer"]["param_groups"][0]["lr"] == colours.lr == 3e-4
+    assert second["optimizer"]["param_groups"][0]["lr"] == 1e-3
     assert not all(torch.equal(second["actor"][k], v) for k, v in first["actor"].items())
     with pytest.raises(ValueError, match=r"another shape than this run's \(model_width: 16 "
                                          r"there, 32 here\)"):  # fmt: skip
