@@ -3,37 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from agents.config import ModelConfig
-from agents.transformer import CausalTransformer
+from metacontroller_agents.config import ModelConfig
+from metacontroller_agents.transformer import CausalTransformer
+from metacontroller_envs.files import write_atomically
 
 FORMAT = "metacontroller-envs checkpoint"
 FORMAT_VERSION = 1
-
-
-def write_atomically(path: str | Path, write: Callable[[str], Any]) -> Path:
-    """Call write(temp) on a temp file beside `path`, then rename it over `path`: a crash
-    mid-write leaves the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
-    )
-    os.close(handle)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
-    return path
 
 
 def save_checkpoint(path: str | Path, kind: str, **content: Any) -> Path:

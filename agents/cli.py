@@ -21,8 +21,13 @@ def add_run_options(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the checkpoint in --out")
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    train = commands.add_parser("train", help="train the bundled agent")
+def add_command(commands: argparse._SubParsersAction, name: str, help: str) -> None:
+    """`mcenv train`, `eval` or `analyze`: added by metacontroller_envs.cli only when it runs."""
+    {"train": add_train, "eval": add_eval, "analyze": add_analyze}[name](commands, name, help)
+
+
+def add_train(commands: argparse._SubParsersAction, name: str, help: str) -> None:
+    train = commands.add_parser(name, help=help)
     stages = train.add_subparsers(dest="stage", required=True)
     bc = stages.add_parser("bc", help="behaviour cloning of the base transformer")
     bc.add_argument("--dataset", help="Minari dataset id, e.g. pinpad/PinPad-v0/expert-v0")
@@ -114,7 +119,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             "curriculum stage; its step and episode counts go on)")  # fmt: skip
     add_run_options(disco, "checkpoints/disco.pt")
     disco.set_defaults(run=train_disco_command)
-    evaluate = commands.add_parser("eval", help="roll a trained agent out and report success")
+
+
+def add_eval(commands: argparse._SubParsersAction, name: str, help: str) -> None:
+    evaluate = commands.add_parser(name, help=help)
     evaluate.add_argument("--checkpoint", required=True, help="from train bc or train disco")
     evaluate.add_argument("--env", default=None, help="default: the env it was trained on")
     evaluate.add_argument(
@@ -128,21 +136,21 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(run=eval_command)
-    analyze = commands.add_parser("analyze", help="what a trained MetaController discovered")
+
+
+def add_analyze(commands: argparse._SubParsersAction, name: str, help: str) -> None:
+    analyze = commands.add_parser(name, help=help)
     analyze.add_argument("--checkpoint", required=True, help="from train discover")
     analyze.add_argument("--dataset", default=None, help="default: the one it trained on")
     analyze.add_argument("--episodes", type=int, default=1000, help="episodes scored")
     analyze.add_argument("--figure", default=None, help="PNG of beta over the subgoals")
-    analyze.add_argument("--steer", type=int, default=0, metavar="TRIALS",
-                         help="also run the steering experiment, TRIALS per pair")  # fmt: skip
-    analyze.add_argument("--seed", type=int, default=0)
     analyze.add_argument("--device", default="auto")
     analyze.set_defaults(run=analyze_command)
 
 
 def train_bc_command(args: argparse.Namespace) -> int:
-    from agents.config import BCConfig, load_config
-    from agents.train import train_bc
+    from metacontroller_agents.config import BCConfig, load_config
+    from metacontroller_agents.train import train_bc
 
     config = load_config(
         BCConfig,
@@ -163,11 +171,11 @@ def train_bc_command(args: argparse.Namespace) -> int:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    from agents.checkpoint import load_checkpoint, model_from_checkpoint
-    from agents.data import resolve_device
-    from agents.disco_agent import KIND as DISCO_KIND
-    from agents.disco_agent import actor_from_checkpoint
-    from agents.evaluate import evaluate_model
+    from metacontroller_agents.checkpoint import load_checkpoint, model_from_checkpoint
+    from metacontroller_agents.data import resolve_device
+    from metacontroller_agents.disco_agent import KIND as DISCO_KIND
+    from metacontroller_agents.disco_agent import actor_from_checkpoint
+    from metacontroller_agents.evaluate import evaluate_model
     from metacontroller_envs.checks import check_env_id, check_env_kwargs
     from metacontroller_envs.cli import env_kwargs_from_json
 
@@ -203,8 +211,8 @@ def eval_command(args: argparse.Namespace) -> int:
 
 
 def train_discover_command(args: argparse.Namespace) -> int:
-    from agents.config import DiscoveryConfig, load_config
-    from agents.train import train_discovery
+    from metacontroller_agents.config import DiscoveryConfig, load_config
+    from metacontroller_agents.train import train_discovery
 
     config = load_config(
         DiscoveryConfig,
@@ -229,8 +237,8 @@ def train_discover_command(args: argparse.Namespace) -> int:
 
 
 def train_internal_rl_command(args: argparse.Namespace) -> int:
-    from agents.config import InternalRLConfig, load_config
-    from agents.internal_rl import train_internal_rl
+    from metacontroller_agents.config import InternalRLConfig, load_config
+    from metacontroller_agents.internal_rl import train_internal_rl
 
     config = load_config(
         InternalRLConfig,
@@ -253,8 +261,8 @@ def train_internal_rl_command(args: argparse.Namespace) -> int:
 
 
 def train_evolution_command(args: argparse.Namespace) -> int:
-    from agents.config import EvolutionConfig, load_config
-    from agents.evolution import train_evolution
+    from metacontroller_agents.config import EvolutionConfig, load_config
+    from metacontroller_agents.evolution import train_evolution
 
     config = load_config(
         EvolutionConfig,
@@ -276,7 +284,7 @@ def train_evolution_command(args: argparse.Namespace) -> int:
 
 
 def train_sb3_command(args: argparse.Namespace) -> int:
-    from agents.sb3_baselines import train_sb3
+    from metacontroller_agents.sb3_baselines import train_sb3
     from metacontroller_envs.cli import env_kwargs_from_json
 
     env_kwargs = None if args.env_kwargs is None else env_kwargs_from_json(args.env_kwargs)
@@ -289,9 +297,9 @@ def train_sb3_command(args: argparse.Namespace) -> int:
 
 
 def train_disco_command(args: argparse.Namespace) -> int:
-    from agents.checkpoint import load_checkpoint
-    from agents.config import load_config
-    from agents.disco_agent import DiscoConfig, train_disco
+    from metacontroller_agents.checkpoint import load_checkpoint
+    from metacontroller_agents.config import load_config
+    from metacontroller_agents.disco_agent import DiscoConfig, train_disco
     from metacontroller_envs.cli import env_kwargs_from_json
 
     env_kwargs = None if args.env_kwargs is None else env_kwargs_from_json(args.env_kwargs)
@@ -321,21 +329,19 @@ def train_disco_command(args: argparse.Namespace) -> int:
 def analyze_command(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from agents.analysis import (
+    from metacontroller_agents.analysis import (
         infer_switches,
         load_metacontroller,
         plot_switches,
-        steering_experiment,
         switch_report,
     )
-    from agents.data import check_dataset_fits, resolve_device
+    from metacontroller_agents.data import check_dataset_fits, resolve_device
     from metacontroller_envs.checks import check_count
     from metacontroller_envs.data import load_episodes
 
     device = resolve_device(args.device)
     base, meta, payload = load_metacontroller(args.checkpoint, device)
     dataset = args.dataset or payload["train_config"]["dataset"]
-    spec = EnvSpec.from_json(payload["env_spec"])
     data = load_episodes(dataset)
     check_dataset_fits(data, dataset, base.config)
     episodes = np.arange(min(check_count("--episodes", args.episodes), data.num_episodes))
@@ -343,8 +349,4 @@ def analyze_command(args: argparse.Namespace) -> int:
     print(switch_report(**result).line())
     if args.figure:
         print(f"figure: {plot_switches(**result, path=args.figure)}")
-    if check_count("--steer", args.steer, minimum=0):
-        report = steering_experiment(base, meta, spec, trials_per_pair=args.steer,
-                                     device=device, seed=args.seed)  # fmt: skip
-        print(report.line())
     return 0

@@ -120,8 +120,10 @@ class ModelConfig:
         obs_space, action_space = env.observation_space, env.action_space
         if not isinstance(obs_space, gym.spaces.Box):
             raise ValueError(f"observations must be a Box, got {obs_space}")
-        unwrapped = env.unwrapped
-        layout = getattr(unwrapped, "obs_layout", None)
+        try:  # the env's public description of its observation
+            layout = env.get_wrapper_attr("obs_layout")
+        except AttributeError:
+            layout = None
         kwargs: dict[str, Any] = {
             "obs_shape": obs_space.shape,
             "obs_high": float(np.max(obs_space.high)),
@@ -144,10 +146,8 @@ class ModelConfig:
         else:
             raise ValueError(f"actions must be Discrete or a 1-D Box, got {action_space}")
         spec = getattr(env, "spec", None)
-        if spec is not None and spec.max_episode_steps:
+        if spec is not None and spec.max_episode_steps:  # the registry's horizon
             kwargs["max_len"] = int(spec.max_episode_steps) + 1
-        elif hasattr(unwrapped, "config"):  # PinPad's horizon
-            kwargs["max_len"] = int(unwrapped.config.horizon) + 1
         return cls(**{**kwargs, **PRESETS[preset], **overrides})
 
 

@@ -32,10 +32,10 @@ from gymnasium.vector import AutoresetMode
 from torch import nn
 from tqdm import tqdm
 
-from agents.checkpoint import load_checkpoint, save_checkpoint
-from agents.config import ModelConfig
-from agents.data import resolve_device
-from agents.disco import (
+from metacontroller_agents.checkpoint import load_checkpoint, save_checkpoint
+from metacontroller_agents.config import ModelConfig
+from metacontroller_agents.data import resolve_device
+from metacontroller_agents.disco import (
     NUM_BINS,
     PREDICTION_SIZE,
     AgentOutputs,
@@ -46,8 +46,8 @@ from agents.disco import (
     Mlp,
     RuleInputs,
 )
-from agents.train import check_new_run, load_run
-from agents.transformer import ENCODER_CLASSES, goal_mixture
+from metacontroller_agents.train import check_new_run, load_run
+from metacontroller_agents.transformer import ENCODER_CLASSES, goal_mixture
 from metacontroller_envs.checks import check_count, check_env_kwargs
 
 KIND = "disco"
@@ -93,8 +93,8 @@ class DiscoConfig:
     """Hidden size of the action model and of the z, q and aux_pi heads."""
     goal_head: bool = True
     """PinPad: the policy is the base model's goal mixture, p(c) over colours read from the
-    features, then the planner's way to c (`agents.transformer.goal_mixture`); False: a
-    linear policy head. Other envs have no planner and ignore it."""
+    features, then the planner's way to c (`metacontroller_agents.transformer.goal_mixture`);
+    False: a linear policy head. Other envs have no planner and ignore it."""
     fixed_planner: bool = False
     """With the goal mixture: keep the planner's passability and its weight in the mixture
     at their initial values (PinPad's rule: walls and other colours block), so the rule

@@ -19,9 +19,10 @@ from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode
 from torch import nn
 
-from agents.transformer import CausalTransformer
+from metacontroller_agents.transformer import CausalTransformer
 from metacontroller_envs.checks import check_count
 from metacontroller_envs.evaluate import episode_success, wilson_interval
+from metacontroller_envs.registry import in_family
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ def evaluate_model(
     result = rollout(model, spec, episodes, device, num_envs, seed, greedy)
     seconds = time.perf_counter() - start
     free_play = None
-    if spec.id.startswith("PinPad-") and not spec.kwargs.get("task_in_obs", False):
+    if in_family(spec, "pinpad") and not spec.kwargs.get("task_in_obs", False):
         free_spec = EnvSpec.from_json(spec.to_json())
         free_spec.kwargs = {**spec.kwargs, "free_play": True}
         played = rollout(model, free_spec, episodes, device, num_envs, seed, greedy)

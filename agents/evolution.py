@@ -1,6 +1,6 @@
 """Evolution strategies over internal RL's latent policy (Salimans et al. 2017).
 
-The policy is internal RL's pi(z | e_1..t) (agents.internal_rl.LatentPolicy), but ES
+The policy is internal RL's pi(z | e_1..t) (metacontroller_agents.internal_rl.LatentPolicy), but ES
 explores in weight space instead of in z: each update draws `population / 2` Gaussian
 directions eps, plays `episodes_per_member` whole episodes with the weights theta + sigma
 eps and as many with theta - sigma eps (antithetic pairs, on the same layouts), each
@@ -24,15 +24,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.config import EvolutionConfig
-from agents.internal_rl import (
+from metacontroller_agents.config import EvolutionConfig
+from metacontroller_agents.internal_rl import (
     CodeChooser,
     InternalRL,
     LatentPolicy,
     PolicyCheckpoint,
     episode_metrics,
 )
-from agents.train import check_new_run
+from metacontroller_agents.train import check_new_run
 
 
 def centred_ranks(fitness: np.ndarray) -> np.ndarray:

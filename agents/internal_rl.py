@@ -30,12 +30,12 @@ from gymnasium.vector import AutoresetMode
 from torch import nn
 from tqdm import tqdm
 
-from agents.analysis import load_metacontroller
-from agents.checkpoint import save_checkpoint
-from agents.config import EvolutionConfig, InternalRLConfig
-from agents.data import resolve_device
-from agents.latent import LatentAgent
-from agents.train import check_new_run, load_run
+from metacontroller_agents.analysis import load_metacontroller
+from metacontroller_agents.checkpoint import save_checkpoint
+from metacontroller_agents.config import EvolutionConfig, InternalRLConfig
+from metacontroller_agents.data import resolve_device
+from metacontroller_agents.latent import LatentAgent
+from metacontroller_agents.train import check_new_run, load_run
 from metacontroller_envs.checks import check_env_kwargs
 from metacontroller_envs.wrappers import switch_fires
 

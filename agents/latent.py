@@ -23,12 +23,16 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from agents.config import MetaControllerConfig, ModelConfig
-from agents.data import resolve_device
-from agents.metacontroller import MetaController
-from agents.transformer import CausalTransformer, SelfAttention, empty_keys_values, rotate
+from metacontroller_agents.config import MetaControllerConfig, ModelConfig
+from metacontroller_agents.data import resolve_device
+from metacontroller_agents.metacontroller import MetaController
+from metacontroller_agents.transformer import (
+    CausalTransformer,
+    SelfAttention,
+    empty_keys_values,
+    rotate,
+)
 from metacontroller_envs.checks import check_count
-from metacontroller_envs.pinpad.core import MOVES
 
 
 class RowCache:
@@ -134,7 +138,8 @@ class LatentAgent:
         self.moves = None
         if base.goal_head is not None:
             planes = base.goal_head.out_features
-            self.moves = torch.zeros(n, len(MOVES), planes, device=self.device, dtype=dtype)
+            moves = len(c.obs_layout["moves"])  # the env's move table
+            self.moves = torch.zeros(n, moves, planes, device=self.device, dtype=dtype)
         self._every = np.arange(n)
 
     @classmethod
@@ -147,7 +152,7 @@ class LatentAgent:
         seed: int = 0,
     ) -> LatentAgent:
         """The agent of a discovery checkpoint (`mcenv train discover`)."""
-        from agents.analysis import load_metacontroller
+        from metacontroller_agents.analysis import load_metacontroller
 
         base, meta, _ = load_metacontroller(path, resolve_device(device))
         return cls(base, meta, num_envs, device, sample, seed)

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.config import MetaControllerConfig
-from agents.transformer import CausalTransformer, ModelOutput
+from metacontroller_agents.config import MetaControllerConfig
+from metacontroller_agents.transformer import CausalTransformer, ModelOutput
 
 #: Switches are read as binary at this threshold (the paper's beta_threshold).
 SWITCH_THRESHOLD = 0.5

@@ -4,7 +4,7 @@ and PPO or SAC driving the metacontroller's codes through `LatentActionWrapper`.
 Each run stops after a budget of episodes, like internal RL, and logs success against
 episodes (an episode succeeds when it earns any reward: the suite's tasks are sparse).
 `GoalMixturePolicy` gives PPO the Disco103 agent's network, to compare the two update rules
-on one network (benchmarks/disco_vs_ppo.py).
+on one network (experiments/disco_vs_ppo.py).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
-from agents.checkpoint import write_atomically
-from agents.config import ModelConfig
-from agents.data import resolve_device
-from agents.disco_agent import DiscoActor
+from metacontroller_agents.checkpoint import write_atomically
+from metacontroller_agents.config import ModelConfig
+from metacontroller_agents.data import resolve_device
+from metacontroller_agents.disco_agent import DiscoActor
 from metacontroller_envs.checks import check_count, check_env_id
 
 ALGORITHMS = {"ppo": PPO, "sac": SAC}
@@ -137,7 +137,7 @@ class GoalMixturePolicy(ActorCriticPolicy):
 
 class PolicyLogits(nn.Module):
     """An SB3 policy over discrete actions as the memoryless actor that
-    `agents.evaluate.rollout` plays: `logits(obs)`."""
+    `metacontroller_agents.evaluate.rollout` plays: `logits(obs)`."""
 
     def __init__(self, policy: ActorCriticPolicy) -> None:
         super().__init__()
@@ -155,7 +155,7 @@ def make_env(
     check_env_id(env_id, env_kwargs)
     env = gym.make(env_id, **(env_kwargs or {}))
     if latent is not None:
-        from agents.latent import LatentAgent
+        from metacontroller_agents.latent import LatentAgent
         from metacontroller_envs.wrappers import LatentActionWrapper
 
         agent = LatentAgent.from_checkpoint(latent, device=device, seed=seed)

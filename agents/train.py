@@ -20,17 +20,27 @@ import torch.nn.functional as F
 from gymnasium.envs.registration import EnvSpec
 from tqdm import tqdm
 
-from agents.checkpoint import load_checkpoint, load_model, model_state, save_checkpoint
-from agents.config import BCConfig, DiscoveryConfig, MetaControllerConfig, ModelConfig
-from agents.data import check_dataset_fits, resolve_device, to_torch
-from agents.evaluate import evaluate_model
-from agents.metacontroller import (
+from metacontroller_agents.checkpoint import (
+    load_checkpoint,
+    load_model,
+    model_state,
+    save_checkpoint,
+)
+from metacontroller_agents.config import (
+    BCConfig,
+    DiscoveryConfig,
+    MetaControllerConfig,
+    ModelConfig,
+)
+from metacontroller_agents.data import check_dataset_fits, resolve_device, to_torch
+from metacontroller_agents.evaluate import evaluate_model
+from metacontroller_agents.metacontroller import (
     SWITCH_THRESHOLD,
     MetaController,
     MetaOutput,
     controlled_forward,
 )
-from agents.transformer import CausalTransformer, ModelOutput
+from metacontroller_agents.transformer import CausalTransformer, ModelOutput
 from metacontroller_envs.data import EpisodeArrays, load_episodes
 from metacontroller_envs.data.episodes import open_dataset
 

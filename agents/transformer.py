@@ -14,7 +14,7 @@ cache, so acting in an environment costs one token per step.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from agents.config import ModelConfig
-from metacontroller_envs.pinpad.core import MOVES
+from metacontroller_agents.config import ModelConfig
 
 Intervention = Callable[[torch.Tensor], torch.Tensor]
 
@@ -157,7 +156,12 @@ class ValueIteration(nn.Module):
     limit = 8.0
 
     def __init__(
-        self, cell_channels: int, goal_channels: slice, steps: int, discount: float = 0.8
+        self,
+        cell_channels: int,
+        goal_channels: slice,
+        steps: int,
+        moves: Sequence[Sequence[int]],
+        discount: float = 0.8,
     ) -> None:
         super().__init__()
         self.goal_channels, self.steps = goal_channels, steps
@@ -172,8 +176,9 @@ class ValueIteration(nn.Module):
             goals = torch.arange(planes)
             weight[goals, goals + goal_channels.start] = 0.0
             self.passable.weight.copy_(weight[..., None, None])
-        self.features = 2 * len(MOVES) * planes
-        offsets = torch.tensor(MOVES)
+        self.num_moves = len(moves)
+        self.features = 2 * self.num_moves * planes
+        offsets = torch.tensor(moves)
         self.register_buffer("row_offset", offsets[:, 0], persistent=False)
         self.register_buffer("col_offset", offsets[:, 1], persistent=False)
 
@@ -227,7 +232,13 @@ class PinPadEncoder(nn.Module):
         self.planner, self.next_colour = None, None
         if config.plan_steps:
             goals = slice(*layout["colour_channels"])
-            self.planner = ValueIteration(self.channels - 1, goals, config.plan_steps)
+            if "moves" not in layout:
+                raise ValueError(
+                    "the planner needs the env's move table (obs_layout['moves']); this "
+                    "config's obs_layout predates it: rebuild the config with for_env"
+                )
+            self.planner = ValueIteration(self.channels - 1, goals, config.plan_steps,
+                                          layout["moves"])  # fmt: skip
             features += self.planner.features
         if config.plan_next:
             self.next_colour = slice(*layout["next_colour"])
@@ -276,7 +287,8 @@ class PinPadEncoder(nn.Module):
                 named = x[:, self.next_colour, None]
                 parts.append((plan.unflatten(1, (-1, self.planner.planes)) @ named).flatten(1))
             plan = plan.view(b, t, -1)
-            moves = plan[..., : self.planner.features // 2].unflatten(-1, (len(MOVES), -1))
+            moves = plan[..., : self.planner.features // 2]
+            moves = moves.unflatten(-1, (self.planner.num_moves, -1))
         return self.net(torch.cat(parts, dim=1)).view(b, t, -1), moves
 
 

@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 
-import metacontroller_envs
+from metacontroller_envs.registry import ids_of
 
 
 def main() -> None:
@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--pinpad-episodes", type=int, default=10_000)
     parser.add_argument("--babyai-episodes", type=int, default=1000)
     args = parser.parse_args()
-    babyai = [i for i in metacontroller_envs.ENV_IDS if i.startswith("SubgoalBabyAI-")]
+    babyai = ids_of("babyai")
     jobs = [("PinPad-v0", args.pinpad_episodes)] + [(i, args.babyai_episodes) for i in babyai]
     with tempfile.TemporaryDirectory() as root:
         os.environ["MINARI_DATASETS_PATH"] = root

@@ -18,11 +18,11 @@ import gymnasium as gym
 import torch
 
 import metacontroller_envs  # noqa: F401
-from agents.config import MetaControllerConfig, ModelConfig
-from agents.metacontroller import MetaController
-from agents.train import discovery_loss
-from agents.transformer import CausalTransformer
 from benchmarks.transformer import pinpad_batch, timed
+from metacontroller_agents.config import MetaControllerConfig, ModelConfig
+from metacontroller_agents.metacontroller import MetaController
+from metacontroller_agents.train import discovery_loss
+from metacontroller_agents.transformer import CausalTransformer
 
 
 def ours_discovery_step(width: int, depth: int, obs: torch.Tensor, actions: torch.Tensor):

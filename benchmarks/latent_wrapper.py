@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 import metacontroller_envs  # noqa: F401
-from agents.config import MetaControllerConfig, ModelConfig
-from agents.data import resolve_device
-from agents.latent import LatentAgent
-from agents.metacontroller import MetaController
-from agents.transformer import CausalTransformer
+from metacontroller_agents.config import MetaControllerConfig, ModelConfig
+from metacontroller_agents.data import resolve_device
+from metacontroller_agents.latent import LatentAgent
+from metacontroller_agents.metacontroller import MetaController
+from metacontroller_agents.transformer import CausalTransformer
 from metacontroller_envs.wrappers import LatentActionVectorWrapper, LatentActionWrapper
 
 
@@ -46,7 +46,7 @@ def models(
     env_id: str, checkpoint: str | None, device: torch.device
 ) -> tuple[CausalTransformer, MetaController]:
     if checkpoint is not None:
-        from agents.analysis import load_metacontroller
+        from metacontroller_agents.analysis import load_metacontroller
 
         base, meta, _ = load_metacontroller(checkpoint, device)
         return base, meta

@@ -31,8 +31,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import metacontroller_envs  # noqa: F401
-from agents.config import ModelConfig
-from agents.transformer import CausalTransformer
+from metacontroller_agents.config import ModelConfig
+from metacontroller_agents.transformer import CausalTransformer
 
 
 def timed(step: Callable[[], None], seconds: float) -> float:

@@ -17,10 +17,10 @@ def discovery_checkpoint(tmp_path_factory):
     import torch
 
     import metacontroller_envs  # noqa: F401
-    from agents.checkpoint import model_state, save_checkpoint
-    from agents.config import MetaControllerConfig, ModelConfig
-    from agents.metacontroller import MetaController
-    from agents.transformer import CausalTransformer
+    from metacontroller_agents.checkpoint import model_state, save_checkpoint
+    from metacontroller_agents.config import MetaControllerConfig, ModelConfig
+    from metacontroller_agents.metacontroller import MetaController
+    from metacontroller_agents.transformer import CausalTransformer
 
     torch.manual_seed(0)
     # no planner: random weights then walk into colours often, so short RL runs see both
@@ -45,7 +45,7 @@ def check_resume(tmp_path):
     policy weights as the uninterrupted run."""
     import torch
 
-    from agents.checkpoint import load_checkpoint, save_checkpoint
+    from metacontroller_agents.checkpoint import load_checkpoint, save_checkpoint
 
     def check(train, kind, config, whole_run_policy, first_update_episodes):
         path = tmp_path / "interrupted.pt"

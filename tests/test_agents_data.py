@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.data import iterate_batches, resolve_device
+from metacontroller_agents.data import iterate_batches, resolve_device
 from metacontroller_envs.data import collect, load_episodes
 
 

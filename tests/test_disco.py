@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents.checkpoint import load_checkpoint, save_checkpoint
-from agents.disco import (
+from metacontroller_agents.checkpoint import load_checkpoint, save_checkpoint
+from metacontroller_agents.disco import (
     HAIKU_MODULES,
     WEIGHTS_ENV,
     WEIGHTS_SHA256,
@@ -106,7 +106,7 @@ def test_q_values_follow_deepmind_float32_roundings():
     float32 roundings) at all but a few of the 144 steps, where one rounding of
     sqrt(...) / (2 eps) in signed_parabolic went the other way: the rest of the Q-derived
     differences above 1e-4 come from these."""
-    from agents.disco import pick, q_scalars
+    from metacontroller_agents.disco import pick, q_scalars
 
     reference = np.load(REFERENCE / "jax_out.npz")
     same = total = 0
@@ -141,7 +141,7 @@ def test_retrace_ends_episodes_and_reads_the_next_steps_trace():
 def test_the_configured_discount_reaches_the_retrace_targets(rule):
     """DiscoConfig.discount sets gamma of the Q targets: terminal steps still get their
     reward, the others a different target than Disco103's 0.997 gives."""
-    from agents.disco_agent import DiscoConfig, DiscoRun
+    from metacontroller_agents.disco_agent import DiscoConfig, DiscoRun
 
     with pytest.raises(ValueError, match=r"discount must be in \(0, 1\]"):
         DiscoConfig(env="CartPole-v1", discount=0.0)
@@ -215,8 +215,8 @@ def test_weights_path_comes_from_argument_or_environment(monkeypatch, tmp_path):
 
 @needs_weights
 def test_loss_is_finite_and_its_gradient_reaches_the_agent_only(rule):
-    from agents.config import ModelConfig
-    from agents.disco_agent import DiscoActor
+    from metacontroller_agents.config import ModelConfig
+    from metacontroller_agents.disco_agent import DiscoActor
 
     env = gym.make("PinPad-v0", task_in_obs=True)
     actor = DiscoActor(ModelConfig.for_env(env, "small", width=32), model_width=16)
@@ -247,8 +247,8 @@ def test_pinpad_actor_acts_through_the_goal_mixture():
     """On PinPad the policy is p(c) over colours, then the planner's way to c: with p on
     the task's next colour, the likely moves are exactly the expert's. goal_head=False
     gives the plain linear policy head."""
-    from agents.config import ModelConfig
-    from agents.disco_agent import DiscoActor
+    from metacontroller_agents.config import ModelConfig
+    from metacontroller_agents.disco_agent import DiscoActor
     from metacontroller_envs.pinpad.expert import PinPadExpert
 
     envs = gym.make_vec("PinPad-v0", num_envs=16, task_in_obs=True)
@@ -297,8 +297,8 @@ def test_shipped_pinpad_configs_load_and_keep_pinpad_v0_s_observations():
     """The README's Disco103 runs start from these files; an agent trained with one must
     read PinPad-v0's observations (task_in_obs) to be evaluated there, and have the shape
     of the others' so that the midway stage can start from the colours stage."""
-    from agents.config import load_config
-    from agents.disco_agent import DiscoConfig
+    from metacontroller_agents.config import load_config
+    from metacontroller_agents.disco_agent import DiscoConfig
 
     paths = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("*.json"))
     assert [p.name for p in paths] == ["disco-pinpad-colours.json", "disco-pinpad-midway.json"]
@@ -312,7 +312,7 @@ def test_shipped_pinpad_configs_load_and_keep_pinpad_v0_s_observations():
 
 
 def test_continuous_actions_are_refused(tmp_path):
-    from agents.disco_agent import DiscoConfig, check_discrete, train_disco
+    from metacontroller_agents.disco_agent import DiscoConfig, check_discrete, train_disco
 
     with pytest.raises(ValueError, match="Disco103 is a discrete-action update rule"):
         train_disco(DiscoConfig(env="Pendulum-v1", num_envs=2), tmp_path / "x.pt", WEIGHTS)
@@ -354,7 +354,7 @@ def test_tiny_training_through_the_cli_writes_a_checkpoint(tmp_path, capsys):
 
 @needs_weights
 def test_a_fixed_planner_keeps_its_way_while_the_choice_of_colour_learns():
-    from agents.disco_agent import DiscoConfig, DiscoRun
+    from metacontroller_agents.disco_agent import DiscoConfig, DiscoRun
 
     config = DiscoConfig(env="PinPad-v0", env_kwargs={"task_in_obs": True}, num_envs=4,
                          rollout_len=4, batch_size=4, width=32, model_width=16,
@@ -391,7 +391,7 @@ class CrashAfter(list):
 
 @needs_weights
 def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
-    from agents.disco_agent import DiscoConfig, train_disco
+    from metacontroller_agents.disco_agent import DiscoConfig, train_disco
 
     config = DiscoConfig(env="PinPad-v0", env_kwargs={"task_in_obs": True}, steps=4,
                          num_envs=4, rollout_len=4, batch_size=4, width=32, model_width=16,
@@ -420,7 +420,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
 
 @needs_weights
 def test_a_curriculum_stage_goes_on_from_the_last_one_under_its_own_config(tmp_path):
-    from agents.disco_agent import DiscoConfig, train_disco
+    from metacontroller_agents.disco_agent import DiscoConfig, train_disco
 
     tiny = dict(num_envs=4, rollout_len=4, batch_size=4, width=32, model_width=16,
                 log_every=2, device="cpu")  # fmt: skip
@@ -449,7 +449,7 @@ def test_a_curriculum_stage_goes_on_from_the_last_one_under_its_own_config(tmp_p
 
 @needs_weights
 def test_a_stage_ends_at_its_own_first_success_point_that_reaches_until_success(tmp_path):
-    from agents.disco_agent import DiscoConfig, train_disco
+    from metacontroller_agents.disco_agent import DiscoConfig, train_disco
 
     tiny = dict(env_kwargs={"task_in_obs": True, "tasks": ["0"]}, num_envs=4, rollout_len=4,
                 batch_size=4, width=32, model_width=16, log_every=2, device="cpu")  # fmt: skip

@@ -1,11 +1,11 @@
-"""benchmarks/disco_catch.py's Catch follows bsuite's rules, and Disco103 learns it."""
+"""experiments/disco_catch.py's Catch follows bsuite's rules, and Disco103 learns it."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks.disco_catch import COLUMNS, ROWS, Catch, train_on_catch
+from experiments.disco_catch import COLUMNS, ROWS, Catch, train_on_catch
 
 WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "disco_103.npz"
 

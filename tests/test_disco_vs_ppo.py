@@ -1,4 +1,4 @@
-"""Disco103 against PPO (benchmarks/disco_vs_ppo.py): PPO on the Disco103 agent's own
+"""Disco103 against PPO (experiments/disco_vs_ppo.py): PPO on the Disco103 agent's own
 network, and on the Disco103 run's stages with its budget of env steps."""
 
 import dataclasses
@@ -10,10 +10,10 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 
-import benchmarks.disco_vs_ppo as comparison
-from agents.config import ModelConfig
-from agents.disco_agent import DiscoActor, DiscoConfig, train_disco
-from agents.sb3_baselines import GoalMixturePolicy, PolicyLogits, make_env
+import experiments.disco_vs_ppo as comparison
+from metacontroller_agents.config import ModelConfig
+from metacontroller_agents.disco_agent import DiscoActor, DiscoConfig, train_disco
+from metacontroller_agents.sb3_baselines import GoalMixturePolicy, PolicyLogits, make_env
 
 torch.set_num_threads(1)
 

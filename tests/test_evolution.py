@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from agents.checkpoint import load_checkpoint
-from agents.config import EvolutionConfig
-from agents.evolution import Population, centred_ranks, es_gradient, train_evolution
-from agents.internal_rl import InternalRL, LatentPolicy
+from metacontroller_agents.checkpoint import load_checkpoint
+from metacontroller_agents.config import EvolutionConfig
+from metacontroller_agents.evolution import Population, centred_ranks, es_gradient, train_evolution
+from metacontroller_agents.internal_rl import InternalRL, LatentPolicy
 
 torch.set_num_threads(1)
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import metacontroller_envs  # noqa: F401
-from agents.checkpoint import load_checkpoint
-from agents.config import InternalRLConfig
-from agents.internal_rl import (
+from metacontroller_agents.checkpoint import load_checkpoint
+from metacontroller_agents.config import InternalRLConfig
+from metacontroller_agents.internal_rl import (
     InternalRL,
     LatentPolicy,
     clipped_policy_loss,
@@ -137,7 +137,7 @@ def test_commands_run_internal_rl_and_the_sb3_rows(discovery_checkpoint, tmp_pat
         history = json.loads(out.read_text())
         assert [point["episodes"] for point in history] == [2, 4]
         assert all(point["env_steps"] >= point["episodes"] for point in history)
-    from agents.sb3_baselines import make_env
+    from metacontroller_agents.sb3_baselines import make_env
 
     plain, with_task = (make_env("PinPad-v0", None, "cpu", 0, kwargs) for kwargs in
                         (None, {"task_in_obs": True}))  # fmt: skip

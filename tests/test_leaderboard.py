@@ -9,9 +9,9 @@ import matplotlib.image
 import pytest
 import torch
 
-import benchmarks.leaderboard as lb
-from agents.evaluate import RolloutReport
-from benchmarks.leaderboard import COLUMNS, Algo, Profile, Trained, finished, run_benchmark
+import metacontroller_agents.leaderboard as lb
+from metacontroller_agents.leaderboard import COLUMNS, Algo, Profile, Trained, finished, run_benchmark
+from metacontroller_agents.evaluate import RolloutReport
 from metacontroller_envs.cli import main
 
 torch.set_num_threads(1)

@@ -2,27 +2,27 @@
 
 import dataclasses
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-from agents.analysis import (
-    SteeringReport,
-    first_pair,
+from metacontroller_agents.analysis import (
     infer_switches,
     load_metacontroller,
-    pair_codes,
     plot_switches,
-    steering_experiment,
     switch_report,
 )
-from agents.checkpoint import load_checkpoint, load_model
-from agents.config import BCConfig, DiscoveryConfig, MetaControllerConfig, ModelConfig
-from agents.data import to_torch
-from agents.metacontroller import Controller, MetaController
-from agents.train import discovery_loss, train_bc, train_discovery
-from agents.transformer import CausalTransformer
+from metacontroller_agents.checkpoint import load_checkpoint, load_model
+from metacontroller_agents.config import (
+    BCConfig,
+    DiscoveryConfig,
+    MetaControllerConfig,
+    ModelConfig,
+)
+from metacontroller_agents.data import to_torch
+from metacontroller_agents.metacontroller import Controller, MetaController
+from metacontroller_agents.train import discovery_loss, train_bc, train_discovery
+from metacontroller_agents.transformer import CausalTransformer
 from metacontroller_envs.cli import main
 from metacontroller_envs.data import collect, load_episodes
 
@@ -274,11 +274,6 @@ def test_analysis_runs_on_a_trained_metacontroller(trained, tmp_path):
     assert 0 <= report.f1 <= 1 and report.episodes == 16
     figure = plot_switches(**result, path=tmp_path / "fig" / "switches.png")
     assert figure.stat().st_size > 1000 and figure.read_bytes()[:4] == b"\x89PNG"
-    spec = gym.spec("PinPad-v0")
-    steering = steering_experiment(base, meta, spec, collect_episodes=64, trials_per_pair=4)
-    assert sum(steering.trials.values()) == 4 * len(steering.codes)
-    assert 0 <= steering.hit_rate <= 1 and 0 <= steering.mean_code_rate <= 1
-    assert "steering" in steering.line() and "mean code" in steering.line()
 
 
 def test_analysis_rejects_bad_counts(trained, tmp_path, capsys):
@@ -287,36 +282,11 @@ def test_analysis_rejects_bad_counts(trained, tmp_path, capsys):
     data = load_episodes(trained[0])
     with pytest.raises(ValueError, match="no episodes given"):
         infer_switches(base, meta, data, np.arange(0))
-    spec = gym.spec("PinPad-v0")
-    with pytest.raises(ValueError, match="trials_per_pair must be a positive integer"):
-        steering_experiment(base, meta, spec, collect_episodes=4, trials_per_pair=0)
-    with pytest.raises(ValueError, match="steering is measured on PinPad"):
-        steering_experiment(base, meta, gym.spec("CartPole-v1"), collect_episodes=4)
     assert main(["analyze", "--checkpoint", str(path), "--episodes", "0"]) == 2
     assert "--episodes must be a positive integer" in capsys.readouterr().err
     wide = collect("PinPad-v0", 2, progress=False, env_kwargs={"task_in_obs": True})
     assert main(["analyze", "--checkpoint", str(path), "--dataset", wide]) == 2
     assert "holds observations of shape (699,); the model reads (637,)" in capsys.readouterr().err
-
-
-def test_pair_codes_keeps_codes_that_carried_the_whole_pair():
-    colours = np.array([[2, 3, 0], [2, 3, -1], [4, 5, 6], [1, 0, -1]])
-    codes = np.zeros((4, 3, 2), np.float32)
-    codes[0, :2] = [1.0, 2.0]  # one code over both visits of pair 1: kept
-    codes[1, 0], codes[1, 1] = [1.0, 2.0], [3.0, 4.0]  # switched between the visits
-    codes[2, :2] = [5.0, 6.0]  # pair 2, one code: kept
-    codes[3, :2] = [7.0, 8.0]  # 1 then 0 makes no pair
-    collected = pair_codes({"colours": colours, "codes": codes})
-    assert sorted(collected) == [1, 2]
-    np.testing.assert_array_equal(collected[1], [[1.0, 2.0]])
-    np.testing.assert_array_equal(collected[2], [[5.0, 6.0]])
-    empty = SteeringReport({}, {}, {}, {}, {})
-    assert empty.hit_rate == 0.0 and "no code to inject" in empty.line()
-
-
-def test_first_pair_reads_the_first_two_visits():
-    colours = np.array([[2, 3, 0], [3, 2, -1], [6, 7, 1], [4, -1, -1], [1, 0, 6]])
-    assert first_pair(colours).tolist() == [1, -1, 3, -1, -1]
 
 
 def test_controller_steps_hold_codes_until_a_switch():

@@ -1,10 +1,10 @@
-"""The oracle's bookkeeping: the pairs an episode completed (agents.analysis) and the
-pair-to-pair transitions that pretraining shows (benchmarks/oracle_codes.py)."""
+"""The oracle's bookkeeping: the pairs an episode completed (metacontroller_agents.analysis) and the
+pair-to-pair transitions that pretraining shows (experiments/oracle_codes.py)."""
 
 import numpy as np
 
-from agents.analysis import completed_pairs
-from benchmarks.oracle_codes import pretraining_transitions
+from experiments.oracle_codes import pretraining_transitions
+from experiments.steering import completed_pairs
 from metacontroller_envs.pinpad import POSTTRAIN_TASK
 
 

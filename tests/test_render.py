@@ -17,21 +17,16 @@ import pytest
 import torch
 
 import metacontroller_envs  # noqa: F401
-from agents.checkpoint import model_state, save_checkpoint
-from agents.config import InternalRLConfig, MetaControllerConfig, ModelConfig
-from agents.internal_rl import LatentPolicy
-from agents.metacontroller import MetaController
-from agents.transformer import CausalTransformer
-from benchmarks.render import (
-    MIN_COLUMN,
-    draw_betas,
-    make_env,
-    make_player,
-    render_frames,
-    render_video,
-)
+from metacontroller_agents.checkpoint import model_state, save_checkpoint
+from metacontroller_agents.config import InternalRLConfig, MetaControllerConfig, ModelConfig
+from metacontroller_agents.internal_rl import LatentPolicy
+from metacontroller_agents.metacontroller import MetaController
+from metacontroller_agents.players import make_player
+from metacontroller_agents.render import render_video
+from metacontroller_agents.transformer import CausalTransformer
 from metacontroller_envs.cli import main
 from metacontroller_envs.experts import make_expert
+from metacontroller_envs.video import MIN_COLUMN, draw_betas, make_env, render_frames
 
 TINY = {"width": 32, "depth": 2, "heads": 2, "mlp": 64}
 SPEC = gym.spec("PinPad-v0").to_json()

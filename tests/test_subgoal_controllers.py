@@ -1,4 +1,4 @@
-"""benchmarks/subgoal_controllers.py: one controller per pair, its labels, and its use in play."""
+"""experiments/subgoal_controllers.py: one controller per pair, its labels, and its use in play."""
 
 import gymnasium as gym
 import numpy as np
@@ -7,9 +7,8 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 import metacontroller_envs  # noqa: F401
-from agents.analysis import load_metacontroller, play_controlled
-from agents.checkpoint import load_model
-from benchmarks.subgoal_controllers import (
+from experiments.steering import play_controlled
+from experiments.subgoal_controllers import (
     PairCodes,
     PairControl,
     PairControllers,
@@ -19,6 +18,8 @@ from benchmarks.subgoal_controllers import (
     task_list,
     train_controllers,
 )
+from metacontroller_agents.analysis import load_metacontroller
+from metacontroller_agents.checkpoint import load_model
 from metacontroller_envs.data import collect, load_episodes
 from metacontroller_envs.pinpad import PRETRAIN_TASKS
 

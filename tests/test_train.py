@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from agents.checkpoint import load_checkpoint, load_model, save_checkpoint
-from agents.config import BCConfig, load_config
-from agents.data import to_torch
-from agents.evaluate import evaluate_model
-from agents.train import bc_loss, train_bc
+from metacontroller_agents.checkpoint import load_checkpoint, load_model, save_checkpoint
+from metacontroller_agents.config import BCConfig, load_config
+from metacontroller_agents.data import to_torch
+from metacontroller_agents.evaluate import evaluate_model
+from metacontroller_agents.train import bc_loss, train_bc
 from metacontroller_envs.cli import main
 from metacontroller_envs.data import collect, load_episodes
 
@@ -84,7 +84,7 @@ def test_resume_equals_an_uninterrupted_run(dataset, tmp_path):
             raise Stop
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("agents.train.save_checkpoint", save_then_stop)
+        patch.setattr("metacontroller_agents.train.save_checkpoint", save_then_stop)
         with pytest.raises(Stop):
             train_bc(first, part, progress=False)
     assert load_checkpoint(part, "bc")["step"] == 3

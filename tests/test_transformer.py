@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import metacontroller_envs  # noqa: F401
-from agents.config import ModelConfig
-from agents.transformer import CausalTransformer
+from metacontroller_agents.config import ModelConfig
+from metacontroller_agents.transformer import CausalTransformer
 
 ENVS = ["PinPad-v0", "VisualPinPad-Three-v0", "SubgoalBabyAI-Pretrain-v0"]
 

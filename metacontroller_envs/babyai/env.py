@@ -21,11 +21,12 @@ from metacontroller_envs.babyai.levels import (
 )
 from metacontroller_envs.babyai.vocab import VOCAB, tokenize
 from metacontroller_envs.checks import check_discrete_action, check_render_mode
+from metacontroller_envs.registry import BABYAI_LEVELS
 
 ACTION_NAMES: tuple[str, ...] = tuple(a.name for a in Actions)  # left right forward ...
 #: Mission tokens in the observation; BossLevel's longest missions use about 30.
 MISSION_TOKENS = 48
-LEVELS = ("Pretrain", "Posttrain", *MINIGRID_LEVELS)
+LEVELS = tuple(BABYAI_LEVELS)  # the registry table names them
 _MAX_STATE = 3  # the largest state value of minigrid's encoding (an agent's direction)
 _EMPTY_HAND = (OBJECT_TO_IDX["empty"], 0)
 

@@ -21,6 +21,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 import metacontroller_envs
+from metacontroller_envs import registry
 from metacontroller_envs.checks import check_count, check_env_id, check_epsilon
 from metacontroller_envs.experts import make_expert
 
@@ -35,7 +36,7 @@ def default_dataset_id(
     """`pinpad/PinPad-v0/expert-v0`, `babyai/SubgoalBabyAI-Pretrain-v0/expert-eps0p1-v0`,
     `pinpad/PinPad-v0/expert-task_in_obs_True-v0`."""
     check_env_id(env_id, env_kwargs)
-    family = "babyai" if env_id.startswith("SubgoalBabyAI-") else "pinpad"
+    family = registry.family(env_id)
     name = "expert" if epsilon == 0 else f"expert-eps{epsilon:g}"
     for key, value in sorted((env_kwargs or {}).items()):
         name += f"-{key}_{value}"
@@ -167,7 +168,7 @@ def generate(
     check_count("episodes", episodes)
     check_epsilon(epsilon)
     env_kwargs = dict(env_kwargs or {})
-    if env_id.startswith("PinPad-"):
+    if gym.spec(env_id).vector_entry_point is not None:  # a native vector env: batched
         return _pinpad_episodes(env_id, episodes, epsilon, seed, env_kwargs)
     return _single_env_episodes(env_id, episodes, epsilon, seed, env_kwargs)
 

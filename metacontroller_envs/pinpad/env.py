@@ -10,7 +10,7 @@ import numpy as np
 
 from metacontroller_envs.checks import check_discrete_action, check_render_mode
 from metacontroller_envs.pinpad import core
-from metacontroller_envs.pinpad.core import ACTION_NAMES, PinPadBatch, PinPadConfig
+from metacontroller_envs.pinpad.core import ACTION_NAMES, MOVES, PinPadBatch, PinPadConfig
 from metacontroller_envs.pinpad.render import PinPadFrame, PygameWindow, draw_pinpad
 from metacontroller_envs.pinpad.tasks import PRETRAIN_TASKS
 
@@ -57,6 +57,7 @@ def pinpad_obs_layout(config: PinPadConfig) -> dict[str, Any]:
         "colour_channels": slice(config.num_walls, config.num_walls + config.num_colours),
         "grid": slice(0, grid),
         "extra": slice(grid, config.obs_size),  # the task and progress with task_in_obs
+        "moves": MOVES,  # (row change, column change) of each action, in action order
     }
     if config.task_in_obs:
         layout["next_colour"] = config.next_colour_obs

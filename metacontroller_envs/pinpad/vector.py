@@ -11,7 +11,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from metacontroller_envs.checks import check_render_mode
+from metacontroller_envs.checks import check_count, check_render_mode
 from metacontroller_envs.pinpad import core
 from metacontroller_envs.pinpad.core import ACTION_NAMES, PinPadBatch
 from metacontroller_envs.pinpad.env import pinpad_config, pinpad_obs_layout, pinpad_spaces
@@ -49,6 +49,7 @@ class PinPadVectorEnv(VectorEnv):
         render_mode: str | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         copy: bool = True,
+        max_episode_steps: int | None = None,
     ) -> None:
         if (
             isinstance(num_envs, bool)
@@ -63,6 +64,9 @@ class PinPadVectorEnv(VectorEnv):
                 f"unknown autoreset_mode {autoreset_mode!r}: use one of "
                 f"{[m.value for m in AutoresetMode]}"
             ) from None
+        if max_episode_steps is not None:  # gym.make_vec passes the spec's; the single env's
+            check_count("max_episode_steps", max_episode_steps)  # TimeLimit cuts there too
+            horizon = min(horizon, max_episode_steps)
         self.config = pinpad_config(
             grid_size,
             num_colours,

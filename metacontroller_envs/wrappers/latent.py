@@ -8,7 +8,7 @@ paper's internal RL (Kobayashi et al. 2025). The reward is summed over the primi
 steps; `info["primitive_steps"]` counts them.
 
 The suite never imports torch: the wrappers talk to the agent through `LatentController`,
-a small Protocol over numpy arrays, which agents.latent.LatentAgent implements.
+a small Protocol over numpy arrays, which metacontroller_agents.latent.LatentAgent implements.
 
 Timing of one primitive step t, split in two because the policy chooses z_t after seeing
 e_t (pi(z_t | e_1..t)) and z_t already acts at step t:
@@ -45,7 +45,8 @@ class LatentController(Protocol):
 
     A row's step is split in two calls, `observe` then `act`, so that a new code can be
     chosen between them. `rows` are integer arrays of distinct row indices; arrays in and
-    out follow their order. Implemented by agents.latent.LatentAgent (torch stays there).
+    out follow their order. Implemented by metacontroller_agents.latent.LatentAgent (torch
+    stays there).
     """
 
     @property

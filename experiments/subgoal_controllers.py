@@ -1,6 +1,6 @@
 """Is the base model linearly steerable to a pair, whatever came before? (The paper's Fig. 4.)
 
-    python benchmarks/subgoal_controllers.py --base BC.pt --dataset pinpad/PinPad-v0/expert-v0 \
+    python -m experiments.subgoal_controllers --base BC.pt --dataset pinpad/PinPad-v0/expert-v0 \
         [--layers 0 1 2 3 4] [--steps 300] [--episodes 256]
 
 Before any metacontroller: one low-rank linear controller per pair, e <- e + A_g (B_g^T e)
@@ -24,12 +24,12 @@ import torch
 from torch import nn
 
 import metacontroller_envs  # noqa: F401
-from agents.analysis import pinpad_episode_envs, play_controlled
-from agents.checkpoint import load_model
-from agents.data import check_dataset_fits, resolve_device, to_torch
-from agents.metacontroller import MetaController
-from agents.train import dataset_env_spec
-from agents.transformer import CausalTransformer
+from experiments.steering import pinpad_episode_envs, play_controlled
+from metacontroller_agents.checkpoint import load_model
+from metacontroller_agents.data import check_dataset_fits, resolve_device, to_torch
+from metacontroller_agents.metacontroller import MetaController
+from metacontroller_agents.train import dataset_env_spec
+from metacontroller_agents.transformer import CausalTransformer
 from metacontroller_envs.checks import check_count
 from metacontroller_envs.data import EpisodeArrays, load_episodes
 from metacontroller_envs.pinpad import NUM_PAIRS
@@ -65,7 +65,7 @@ def task_list(data: EpisodeArrays) -> np.ndarray:
         raise SystemExit(f"dataset {data.dataset_id} has episodes without a task_index")
     env = gym.make(data.env_id)
     try:
-        return np.asarray(env.unwrapped.config.task_table(), np.int64)
+        return np.asarray(env.get_wrapper_attr("config").task_table(), np.int64)
     finally:
         env.close()
 
@@ -77,11 +77,15 @@ class PairControl:
         self, controllers: PairControllers | PairCodes, layer: int, envs: gym.vector.VectorEnv
     ) -> None:
         self.controllers, self.layer = controllers, layer
-        self.batch = envs.unwrapped.batch
+        self.next_colour = np.zeros(envs.num_envs, np.int64)
         self.z = torch.zeros(envs.num_envs, NUM_PAIRS)
 
+    def observe(self, infos: dict) -> None:
+        """play_controlled's infos hook: the colour each env needs next."""
+        self.next_colour = infos["next_colour"]
+
     def intervene(self, stream: torch.Tensor) -> torch.Tensor:
-        colour = np.maximum(self.batch.next_colour, 0)  # -1 once the task is done
+        colour = np.maximum(self.next_colour, 0)  # -1 once the task is done
         pair = torch.as_tensor(colour // 2, device=stream.device)
         self.z = nn.functional.one_hot(pair, NUM_PAIRS).float()
         return self.controllers(stream, pair[:, None])

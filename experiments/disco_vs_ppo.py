@@ -1,6 +1,6 @@
 """Disco103 against PPO on one curriculum, one budget of env steps and one evaluation.
 
-    python benchmarks/disco_vs_ppo.py --disco checkpoints/disco-colours.pt checkpoints/disco.pt
+    python -m experiments.disco_vs_ppo --disco checkpoints/disco-colours.pt checkpoints/disco.pt
         [--policies mlp goal-mixture] [--seeds 0 1 2] [--episodes 1000] [--out DIR] [--device D]
 
 The Disco103 run is given as the checkpoints of its stages, in order (the README's
@@ -8,13 +8,13 @@ The Disco103 run is given as the checkpoints of its stages, in order (the README
 envs) trains on the same stages: each stage's env and env_kwargs, for as many env steps as
 Disco103 took in it. Once per policy and seed:
   mlp            SB3's MlpPolicy (two tanh layers of 64)
-  goal-mixture   the Disco103 agent's own network (agents.sb3_baselines.GoalMixturePolicy:
+  goal-mixture   the Disco103 agent's own network (sb3_baselines.GoalMixturePolicy:
                  its encoder and goal-mixture policy, the planner fixed, a value head)
 Then every final agent plays the same evaluation episodes, actions sampled (default: 1,000
 of PinPad-v0 with task_in_obs, from `mcenv eval`'s seeds), and an episode succeeds when the
 env reports it. Success during training is per 200 training episodes of the stage then run.
 
-Writes to --out (default benchmarks/results/disco-vs-ppo/): runs/ppo-<policy>-seed<k>.json
+Writes to --out (default docs/results/disco-vs-ppo/): runs/ppo-<policy>-seed<k>.json
 (the curve and the time of each PPO run, atomically; a re-run with the same stages skips
 it), results.json, table.md and curves.png. The PPO models stay in <out>/cache/.
 """
@@ -36,15 +36,20 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import metacontroller_envs  # noqa: F401  (registers the envs)
-from agents.checkpoint import load_checkpoint, write_atomically
-from agents.data import resolve_device
-from agents.disco_agent import KIND, actor_from_checkpoint
-from agents.evaluate import RolloutReport, evaluate_model
-from agents.sb3_baselines import EpisodeBudget, GoalMixturePolicy, PolicyLogits, make_env
+from metacontroller_agents.checkpoint import load_checkpoint, write_atomically
+from metacontroller_agents.data import resolve_device
+from metacontroller_agents.disco_agent import KIND, actor_from_checkpoint
+from metacontroller_agents.evaluate import RolloutReport, evaluate_model
+from metacontroller_agents.sb3_baselines import (
+    EpisodeBudget,
+    GoalMixturePolicy,
+    PolicyLogits,
+    make_env,
+)
 from metacontroller_envs.checks import check_count, check_env_kwargs
 from metacontroller_envs.evaluate import wilson_interval
 
-RESULTS = Path(__file__).resolve().parent / "results" / "disco-vs-ppo"
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "disco-vs-ppo"
 POLICIES = ("mlp", "goal-mixture")
 #: Training episodes per point of a PPO curve (the shipped Disco103 configs' log_every).
 EVERY = 200

@@ -1,33 +1,23 @@
-"""Rendered episodes: an agent playing an env, drawn frame by frame into an mp4 or a gif.
-
-    mcenv render --env PinPad-v0 --agent expert --episodes 3 --out videos/pinpad-expert.gif
+"""Rendered episodes: any player in any registered env, drawn frame by frame into an mp4
+or a gif. No torch: model players live in metacontroller_agents.players.
 
 Each frame, top to bottom: a caption (env, agent, episode, step, return, outcome); the env's
 own rgb_array render (for PinPad it already shows the task's colours as swatches, the
 visited ones faded and the next one framed); the task line from info (PinPad: the task and
-the colours visited; BabyAI: the mission and the subgoals done); and for agents with a
-switching unit (metacontroller, internal-rl) the gate beta_t over the episode so far, each
-step a bar, red with a mark above where beta_t > threshold (a new code z was drawn).
+the colours visited; BabyAI: the mission and the subgoals done); and for players with a
+switching unit the gate beta_t over the episode so far, each step a bar, red with a mark
+above where beta_t > threshold (a new code z was drawn).
 
-Episode k starts from reset(seed=seed + k) and its sampling is seeded with seed + k, so the
+Episode k starts from reset(seed=seed + k) and its player is started with seed + k, so the
 same seed gives the same video. An episode of T steps gives T + 1 frames (the reset state,
 then the state after each step) and then `hold` copies of its last frame, so the outcome
 stays in view between episodes. An mp4 keeps every frame; a GIF (Pillow) merges identical
 consecutive frames into one longer one, so there a held frame is stored once with
 (hold + 1) times the duration, in units of 1/100 s (fps 10 or 20 keep durations exact).
-
-Model agents act as they are evaluated elsewhere: `bc` samples from the base model (as
-`mcenv eval`; `greedy` takes the argmax); `metacontroller` (a discovery checkpoint acting
-alone) draws each new code from the prior N(0, I) where the switch fires; `internal-rl`
-draws it from the trained latent policy. Both run the base model greedily under the code,
-as internal RL does. All three step the model one token per step with a KV cache through
-agents.latent.LatentAgent (the base model alone for bc).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import os
 import textwrap
 from collections.abc import Iterator
@@ -39,14 +29,11 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-import metacontroller_envs  # noqa: F401  (registers the ids)
 from metacontroller_envs.checks import check_count, check_env_id
 from metacontroller_envs.evaluate import episode_success
 from metacontroller_envs.experts import make_expert
-from metacontroller_envs.wrappers import switch_fires
+from metacontroller_envs.files import write_atomically
 
-AGENTS = ("expert", "random", "bc", "metacontroller", "internal-rl")
-CHECKPOINT_KINDS = {"bc": "bc", "metacontroller": "discovery", "internal-rl": "internal_rl"}
 SUFFIXES = (".mp4", ".gif")
 #: Frames are at least this wide (room for the captions) and a multiple of BLOCK in both
 #: sides, which mp4 encoders want.
@@ -64,10 +51,9 @@ _OUTCOME_INK = {
     "cut": (200, 30, 30),
 }
 _BAR, _SWITCH, _STRIP, _GUIDE = (90, 110, 200), (220, 40, 40), (240, 240, 240), (170, 170, 170)
-_ROW = np.zeros(1, dtype=np.int64)  # the one row of a LatentAgent that plays the video
 
 
-# -- players: what chooses the actions -----------------------------------------------------
+# -- players: what chooses the actions (model players: metacontroller_agents.players) --
 
 
 class Player(Protocol):
@@ -114,160 +100,12 @@ class RandomPlayer:
         return int(self.space.sample()), None
 
 
-class ModelPlayer:
-    """A base model driven through agents.latent.LatentAgent, one row. Subclasses that set
-    `threshold` pick a new code z where the switch fires (`new_code`)."""
-
-    threshold: float | None = None
-
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent
-        self.max_steps = agent.base.config.max_len - 1  # as agents.evaluate.rollout cuts
-
-    def start(self, env: gym.Env, seed: int) -> None:
-        self.agent.reset(_ROW, seed=seed)
-        self.start_codes(seed)
-
-    def start_codes(self, seed: int) -> None:
-        """Seed whatever picks the codes for a new episode."""
-
-    def new_code(self, e: np.ndarray) -> np.ndarray:
-        """A code z (1, n_z) for the residual embedding e_t (1, width) at a switch."""
-        raise NotImplementedError
-
-    def act(self, observation: np.ndarray) -> tuple[int, float | None]:
-        e, beta = self.agent.observe(np.asarray(observation)[None], _ROW)
-        z = None
-        if self.threshold is not None and switch_fires(beta, self.threshold)[0]:
-            z = self.new_code(e)
-        action = self.agent.act(_ROW, z)
-        return int(action[0]), None if self.threshold is None else float(beta[0])
-
-
-class PriorPlayer(ModelPlayer):
-    """The MetaController acting alone: each new code from its prior N(0, I)."""
-
-    def __init__(self, agent: Any, threshold: float) -> None:
-        super().__init__(agent)
-        self.threshold = threshold
-
-    def start_codes(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def new_code(self, e: np.ndarray) -> np.ndarray:
-        return self.rng.standard_normal((1, self.agent.latent_dim)).astype(np.float32)
-
-
-class PolicyPlayer(ModelPlayer):
-    """Internal RL's latent policy pi(z | e_1..t), sampled as its training rollouts do."""
-
-    def __init__(self, agent: Any, policy: Any, threshold: float, hidden: int) -> None:
-        import torch
-
-        super().__init__(agent)
-        self.policy, self.threshold, self.hidden = policy.eval(), threshold, hidden
-        self.generator = torch.Generator(device=agent.device)
-
-    def start_codes(self, seed: int) -> None:
-        import torch
-
-        self.h = torch.zeros(1, 1, self.hidden, device=self.agent.device)
-        self.generator.manual_seed(seed)
-
-    def new_code(self, e: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            e_t = torch.as_tensor(e, device=self.agent.device)[:, None]
-            dist, self.h = self.policy.distribution(e_t, self.h)
-            noise = torch.randn(dist.mean.shape, generator=self.generator, device=self.agent.device)
-            z = dist.mean + dist.stddev * noise
-        return z[:, 0].cpu().numpy()
-
-
-# -- building an env and a player from the command's arguments ------------------------------
-
-
 def check_suffix(out: str | Path) -> Path:
     """`out` as a Path, or a ValueError unless it ends in .mp4 or .gif."""
     out = Path(out)
     if out.suffix.lower() not in SUFFIXES:
         raise ValueError(f"--out must end in {' or '.join(SUFFIXES)}, got {str(out)!r}")
     return out
-
-
-def make_player(
-    agent: str,
-    checkpoint: str | Path | None = None,
-    device: str = "cpu",
-    greedy: bool = False,
-) -> tuple[Player, tuple[str, dict[str, Any]] | None]:
-    """The player for `agent`, and the (env id, env kwargs) its checkpoint was trained on
-    (None for expert and random). A ValueError for an unknown agent or a missing, wrong or
-    corrupt checkpoint."""
-    if agent not in AGENTS:
-        raise ValueError(f"unknown agent {agent!r}: use one of {', '.join(AGENTS)}")
-    if agent in ("expert", "random"):
-        if checkpoint is not None:
-            raise ValueError(f"--agent {agent} takes no --checkpoint")
-        return (ExpertPlayer() if agent == "expert" else RandomPlayer()), None
-    if checkpoint is None:
-        raise ValueError(
-            f"--agent {agent} needs --checkpoint (a {CHECKPOINT_KINDS[agent]!r} checkpoint)"
-        )
-    from gymnasium.envs.registration import EnvSpec
-
-    from agents.latent import LatentAgent
-
-    if agent == "bc":
-        from agents.checkpoint import load_model
-
-        model, payload = load_model(checkpoint, device, kind="bc")
-        player: Player = ModelPlayer(LatentAgent(model, None, 1, device, sample=not greedy))
-    elif agent == "metacontroller":
-        from agents.analysis import load_metacontroller
-        from agents.config import InternalRLConfig
-
-        base, meta, payload = load_metacontroller(checkpoint, device)
-        # the switch threshold internal RL uses by default (the paper's 0.5)
-        player = PriorPlayer(LatentAgent(base, meta, 1, device), InternalRLConfig.threshold)
-    else:
-        return _internal_rl_player(checkpoint, device)
-    if "env_spec" not in payload:
-        return player, None
-    spec = EnvSpec.from_json(payload["env_spec"])
-    return player, (spec.id, dict(spec.kwargs))
-
-
-def _internal_rl_player(
-    checkpoint: str | Path, device: str
-) -> tuple[Player, tuple[str, dict[str, Any]]]:
-    """The trained policy of an internal-RL checkpoint on the agent it was trained with,
-    built by agents.internal_rl.InternalRL itself (raw-action and beta = 1 runs too)."""
-    from agents.checkpoint import load_checkpoint
-    from agents.config import InternalRLConfig
-    from agents.internal_rl import InternalRL
-
-    payload = load_checkpoint(checkpoint, "internal_rl", device)
-    try:
-        config = InternalRLConfig(**payload["train_config"])
-    except (KeyError, TypeError) as error:
-        message = f"checkpoint {checkpoint} holds no usable internal-RL config: {error}"
-        raise ValueError(message) from None
-    # one episode at a time: a batch of one (group advantages need groups of envs)
-    config = dataclasses.replace(
-        config, num_envs=1, batch_episodes=1, advantage="batch", device=device
-    )
-    run = InternalRL(config)
-    run.envs.close()  # its own training envs are not used here
-    try:
-        run.trained.load_state_dict(payload["policy"])
-    except (KeyError, RuntimeError) as error:
-        raise ValueError(f"checkpoint {checkpoint} holds no usable policy: {error}") from None
-    env = (config.env, dict(config.env_kwargs))
-    if config.raw_actions:  # the fine-tuned base model samples its own actions
-        return ModelPlayer(run.agent), env
-    return PolicyPlayer(run.agent, run.trained, config.threshold, config.hidden), env
 
 
 def make_env(
@@ -525,9 +363,12 @@ def render_frames(
 def write_video(frames: Iterator[np.ndarray], path: str | Path, fps: int) -> int:
     """Write `frames` to `path` (.mp4 via ffmpeg, .gif via Pillow, looping), atomically;
     returns how many frames were written."""
-    import imageio.v2 as imageio
-
-    from agents.checkpoint import write_atomically
+    try:
+        import imageio.v2 as imageio
+    except ImportError:
+        raise ValueError(
+            "writing videos needs imageio: pip install 'metacontroller-envs[video]'"
+        ) from None
 
     path = check_suffix(path)
     count = 0
@@ -550,74 +391,21 @@ def write_video(frames: Iterator[np.ndarray], path: str | Path, fps: int) -> int
     return count
 
 
-def render_video(
-    env_id: str | None,
-    agent: str,
+def film(
+    env: gym.Env,
+    player: Player,
     out: str | Path,
     episodes: int = 1,
-    checkpoint: str | Path | None = None,
     seed: int = 0,
     fps: int = 10,
     hold: int = 4,
-    device: str = "cpu",
-    env_kwargs: dict[str, Any] | None = None,
-    greedy: bool = False,
+    title: str = "",
 ) -> RenderResult:
-    """Film `agent` for `episodes` episodes of `env_id` (default: its checkpoint's env)
-    into `out` (.mp4 or .gif). Bad input raises a ValueError before anything is played."""
+    """Film `player` for `episodes` episodes of `env` (made with render_mode="rgb_array")
+    into `out` (.mp4 or .gif), atomically."""
     out = check_suffix(out)
-    check_count("episodes", episodes)
     check_count("fps", fps)
-    check_count("hold", hold, minimum=0)
-    if env_id is not None:
-        check_env_id(env_id)  # before loading a checkpoint
-    player, trained_on = make_player(agent, checkpoint, device, greedy)
-    env = make_env(env_id, env_kwargs, trained_on)
-    model = getattr(player, "agent", None)
-    if model is not None:
-        shape = tuple(env.observation_space.shape)
-        if shape != tuple(model.base.config.obs_shape):
-            raise ValueError(
-                f"{env.spec.id} observations have shape {shape}, the checkpoint's model reads "
-                f"{tuple(model.base.config.obs_shape)}: render it on the env it was trained on"
-            )
     results: list[EpisodeResult] = []
-    try:
-        frames = render_frames(env, player, episodes, seed, hold, f"{env.spec.id}  {agent}",
-                               results)  # fmt: skip
-        count = write_video(frames, out, fps)
-    finally:
-        env.close()
+    frames = render_frames(env, player, episodes, seed, hold, title, results)
+    count = write_video(frames, out, fps)
     return RenderResult(out, count, fps, tuple(results))
-
-
-# -- the command -----------------------------------------------------------------------------
-
-
-def add_command(commands: argparse._SubParsersAction) -> None:
-    """`mcenv render`: registered by metacontroller_envs.cli only when it runs."""
-    render = commands.add_parser("render", help="draw an agent's episodes into an mp4 or gif")
-    render.add_argument("--env", default=None, help="registered id; default: the checkpoint's")
-    render.add_argument("--agent", required=True, help=" | ".join(AGENTS))
-    render.add_argument("--checkpoint", default=None,
-                        help="bc: a BC checkpoint; metacontroller: a discovery checkpoint; "
-                             "internal-rl: an internal-RL checkpoint")  # fmt: skip
-    render.add_argument("--episodes", type=int, default=1)
-    render.add_argument("--out", required=True, help="videos/NAME.mp4 or videos/NAME.gif")
-    render.add_argument("--seed", type=int, default=0, help="episode k: reset(seed=seed + k)")
-    render.add_argument("--fps", type=int, default=10)
-    render.add_argument("--hold", type=int, default=4, help="extra copies of an episode's end")
-    render.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    render.add_argument("--env-kwargs", default="{}", help='JSON, e.g. \'{"task": "0-1"}\'')
-    render.add_argument("--greedy", action="store_true", help="bc: argmax, not sampled actions")
-    render.set_defaults(run=render_command)
-
-
-def render_command(args: argparse.Namespace) -> int:
-    from metacontroller_envs.cli import env_kwargs_from_json
-
-    result = render_video(args.env, args.agent, args.out, args.episodes, args.checkpoint,
-                          args.seed, args.fps, args.hold, args.device,
-                          env_kwargs_from_json(args.env_kwargs), args.greedy)  # fmt: skip
-    print(result.line())
-    return 0

@@ -1,6 +1,6 @@
 """Does our Disco103 port learn where DeepMind's does? Catch, with their colab's settings.
 
-    DISCO103_WEIGHTS=... python benchmarks/disco_catch.py [--steps 1000] [--lr 0.01]
+    DISCO103_WEIGHTS=... python -m experiments.disco_catch [--steps 1000] [--lr 0.01]
 
 DeepMind's Disco103 colab (google-deepmind/disco_rl, colabs/eval.ipynb) trains an MLP agent
 on Catch: a 10 x 5 board, a ball falling one row per step from a random column of the top
@@ -19,8 +19,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from agents.checkpoint import load_checkpoint
-from agents.disco_agent import DiscoConfig, train_disco
+from metacontroller_agents.checkpoint import load_checkpoint
+from metacontroller_agents.disco_agent import DiscoConfig, train_disco
 from metacontroller_envs.checks import check_count
 
 ROWS, COLUMNS = 10, 5
@@ -63,7 +63,7 @@ def train_on_catch(
     of 200 episodes)."""
     check_count("steps", steps)  # 0 would mean no limit: an endless run here
     if "DiscoCatch-v0" not in gym.registry:
-        gym.register("DiscoCatch-v0", entry_point="benchmarks.disco_catch:Catch")
+        gym.register("DiscoCatch-v0", entry_point="experiments.disco_catch:Catch")
     config = DiscoConfig(env="DiscoCatch-v0", episodes=10**9, steps=steps, num_envs=2,
                          rollout_len=29, batch_size=64, replay_capacity=1024, lr=lr,
                          log_every=200, seed=seed, device="cpu")  # fmt: skip

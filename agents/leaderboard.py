@@ -78,16 +78,21 @@ import torch
 from tqdm import tqdm
 
 import metacontroller_envs  # noqa: F401  (registers the envs)
-from agents.checkpoint import load_checkpoint, load_model, write_atomically
-from agents.config import BCConfig, DiscoveryConfig, EvolutionConfig, InternalRLConfig
-from agents.data import resolve_device
-from agents.disco import WEIGHTS_ENV
-from agents.disco_agent import DiscoConfig, load_actor, train_disco
-from agents.evaluate import RolloutReport, rollout
-from agents.evolution import mean_codes, train_evolution
-from agents.internal_rl import InternalRL, train_internal_rl
-from agents.sb3_baselines import ALGORITHMS, make_env, train_sb3
-from agents.train import train_bc, train_discovery
+from metacontroller_agents.checkpoint import load_checkpoint, load_model, write_atomically
+from metacontroller_agents.config import (
+    BCConfig,
+    DiscoveryConfig,
+    EvolutionConfig,
+    InternalRLConfig,
+)
+from metacontroller_agents.data import resolve_device
+from metacontroller_agents.disco import WEIGHTS_ENV
+from metacontroller_agents.disco_agent import DiscoConfig, load_actor, train_disco
+from metacontroller_agents.evaluate import RolloutReport, rollout
+from metacontroller_agents.evolution import mean_codes, train_evolution
+from metacontroller_agents.internal_rl import InternalRL, train_internal_rl
+from metacontroller_agents.sb3_baselines import ALGORITHMS, make_env, train_sb3
+from metacontroller_agents.train import train_bc, train_discovery
 from metacontroller_envs.data.collection import collect
 from metacontroller_envs.data.episodes import open_dataset
 from metacontroller_envs.evaluate import episode_success
@@ -131,7 +136,7 @@ class Profile:
     kl_warmup_steps: int = 0
     """Steps over which discovery's KL weight rises from 0 to alpha."""
     preset: str = "small"
-    """Base model size (agents.config.PRESETS)."""
+    """Base model size (metacontroller_agents.config.PRESETS)."""
     cost: str = field(default="", compare=False)
     """What running the whole table costs, for leaderboard.md (not part of the protocol)."""
 
@@ -1004,9 +1009,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def add_command(commands: argparse._SubParsersAction) -> None:
-    """`mcenv bench`: registered by metacontroller_envs.cli only when it runs."""
-    add_arguments(commands.add_parser("bench", help="run the leaderboard (benchmarks/)"))
+def add_command(commands: argparse._SubParsersAction, name: str, help: str) -> None:
+    """`mcenv bench`: added by metacontroller_envs.cli only when it runs."""
+    add_arguments(commands.add_parser(name, help=help))
 
 
 def bench_command(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """Rate-distortion sweep of discovery over the KL weight alpha (the paper's Fig. 7).
 
-    python benchmarks/rate_distortion.py --base checkpoints/bc.pt \\
+    python -m experiments.rate_distortion --base checkpoints/bc.pt \\
         --dataset pinpad/PinPad-v0/expert-v0 [--alphas 0 .05 .1 .17 .3 .5 1] [--steps 2000]
 
 For each alpha: train a MetaController on the frozen base model (add --cotrain for the
@@ -8,7 +8,7 @@ co-trained ablation), then on the dataset's last N episodes (--scored) measure t
 distortion (action NLL per step, codes sampled from the posterior), the rate (KL to the
 prior per episode), the binarised switches per episode and their F1 against the
 ground-truth subgoal changes.
-Writes benchmarks/results/rate_distortion[-cotrain].json and .png.
+Writes docs/results/rate-distortion/rate_distortion[-cotrain].json and .png.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.analysis import infer_switches, load_metacontroller, switch_report
-from agents.checkpoint import write_atomically
-from agents.config import DiscoveryConfig
-from agents.data import to_torch
-from agents.metacontroller import controlled_forward
-from agents.train import train_discovery
+from metacontroller_agents.analysis import infer_switches, load_metacontroller, switch_report
+from metacontroller_agents.checkpoint import write_atomically
+from metacontroller_agents.config import DiscoveryConfig
+from metacontroller_agents.data import to_torch
+from metacontroller_agents.metacontroller import controlled_forward
+from metacontroller_agents.train import train_discovery
 from metacontroller_envs.data import load_episodes
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "rate-distortion"
 
 
 @torch.no_grad()

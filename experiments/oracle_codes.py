@@ -1,6 +1,6 @@
 """How far the MetaController's codes can carry the base model on the post-training task.
 
-    python benchmarks/oracle_codes.py --checkpoint D.pt [--episodes 256] [--seed 0] \
+    python -m experiments.oracle_codes --checkpoint D.pt [--episodes 256] [--seed 0] \
         [--fit pinpad/PinPad-Posttrain-v0/expert-v0]
 
 Internal RL learns only from whole successes of PinPad-Posttrain-v0, whose pair-to-pair
@@ -28,19 +28,19 @@ import numpy as np
 import torch
 
 import metacontroller_envs  # noqa: F401
-from agents.analysis import (
+from experiments.steering import (
     completed_pairs,
-    load_metacontroller,
     pair_codes,
     pinpad_episode_envs,
     play_controlled,
     play_with_codes,
 )
-from agents.data import resolve_device
-from agents.metacontroller import Controller, MetaController
-from agents.train import dataset_env_spec
-from agents.transformer import CausalTransformer
-from benchmarks.subgoal_controllers import PairCodes, fit_to_pairs
+from experiments.subgoal_controllers import PairCodes, fit_to_pairs
+from metacontroller_agents.analysis import load_metacontroller
+from metacontroller_agents.data import resolve_device
+from metacontroller_agents.metacontroller import Controller, MetaController
+from metacontroller_agents.train import dataset_env_spec
+from metacontroller_agents.transformer import CausalTransformer
 from metacontroller_envs.checks import check_count
 from metacontroller_envs.data import load_episodes
 from metacontroller_envs.pinpad import NUM_PAIRS, PRETRAIN_TASKS
@@ -61,12 +61,16 @@ def oracle_episodes(
     """Success and progress (colours visited in order) of post-training episodes whose
     codes the oracle picks: codes[pair the task needs next] wherever the switch fires."""
     envs = pinpad_episode_envs("PinPad-Posttrain-v0", episodes)
-    batch = envs.unwrapped.batch
+    next_colour = np.zeros(episodes, np.int64)
+
+    class OracleControl(Controller):
+        def observe(self, infos: dict) -> None:  # play_controlled's infos hook
+            next_colour[:] = infos["next_colour"]
 
     def needed(e: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return codes[torch.as_tensor(batch.next_colour // 2, device=device)]
+        return codes[torch.as_tensor(next_colour // 2, device=device)]
 
-    played = play_controlled(base, Controller(meta, episodes, needed), envs,
+    played = play_controlled(base, OracleControl(meta, episodes, needed), envs,
                              [seed + i for i in range(episodes)], device, generator)  # fmt: skip
     return played["success"], (played["colours"] >= 0).sum(1)
 
