@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from metacontroller_agents.checkpoint import load_model, write_atomically
-from metacontroller_agents.config import MetaControllerConfig
 from metacontroller_agents.data import to_torch
 from metacontroller_agents.metacontroller import (
     SWITCH_THRESHOLD,
     MetaController,
+    MetaControllerConfig,
     controlled_forward,
 )
 from metacontroller_agents.transformer import CausalTransformer

@@ -8,8 +8,7 @@ from typing import Any
 
 import torch
 
-from metacontroller_agents.config import ModelConfig
-from metacontroller_agents.transformer import CausalTransformer
+from metacontroller_agents.transformer import CausalTransformer, ModelConfig
 from metacontroller_envs.files import write_atomically
 
 FORMAT = "metacontroller-envs checkpoint"

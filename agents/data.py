@@ -8,7 +8,7 @@ from dataclasses import fields
 import numpy as np
 import torch
 
-from metacontroller_agents.config import ModelConfig
+from metacontroller_agents.transformer import ModelConfig
 from metacontroller_envs.checks import check_count
 from metacontroller_envs.data import EpisodeArrays, PaddedBatch, load_episodes
 

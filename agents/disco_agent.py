@@ -23,7 +23,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -33,7 +33,6 @@ from torch import nn
 from tqdm import tqdm
 
 from metacontroller_agents.checkpoint import load_checkpoint, save_checkpoint
-from metacontroller_agents.config import ModelConfig
 from metacontroller_agents.data import resolve_device
 from metacontroller_agents.disco import (
     NUM_BINS,
@@ -46,8 +45,8 @@ from metacontroller_agents.disco import (
     Mlp,
     RuleInputs,
 )
-from metacontroller_agents.train import check_new_run, load_run
-from metacontroller_agents.transformer import ENCODER_CLASSES, goal_mixture
+from metacontroller_agents.runs import check_new_run, load_run
+from metacontroller_agents.transformer import ENCODER_CLASSES, ModelConfig, goal_mixture
 from metacontroller_envs.checks import check_count, check_env_kwargs
 
 KIND = "disco"
@@ -56,6 +55,12 @@ KIND = "disco"
 @dataclass
 class DiscoConfig:
     """Training an agent with the Disco103 update rule."""
+
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset(
+        {"device", "checkpoint_every", "log_every", "episodes", "steps", "until_success"}
+    )
+    """Fields a resumed run may change: where it computes, how often it saves and logs a
+    success point, and its budgets (nothing is scheduled over them: a run simply goes on)."""
 
     env: str = "PinPad-v0"
     """A registered env id with a Discrete action space (a vector entry point is used when
@@ -465,8 +470,7 @@ def train_disco(
     check_new_run(checkpoint, resume, overwrite)
     run = DiscoRun(config, weights)
     if resume and checkpoint.exists():
-        budget = ("episodes", "steps", "until_success")  # may grow when a run goes on
-        run.load(load_run(checkpoint, KIND, config, run.device, budget=budget))
+        run.load(load_run(checkpoint, KIND, config, run.device))
     elif start_from is not None:
         run.load(earlier_stage(start_from, run))
         run.stage_start = run.episodes

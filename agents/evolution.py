@@ -18,21 +18,91 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from metacontroller_agents.config import EvolutionConfig
 from metacontroller_agents.internal_rl import (
     CodeChooser,
     InternalRL,
+    InternalRLConfig,
     LatentPolicy,
-    PolicyCheckpoint,
     episode_metrics,
 )
-from metacontroller_agents.train import check_new_run
+from metacontroller_agents.runs import PolicyCheckpoint, check_new_run
+from metacontroller_envs.checks import check_count
+
+
+@dataclass
+class EvolutionConfig:
+    """Evolution strategies (Salimans et al. 2017) over internal RL's latent policy: the
+    policy's weights are perturbed, each perturbation plays whole episodes with its mean
+    codes, and the weights move towards the perturbations that scored well."""
+
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"device", "checkpoint_every", "episodes"})
+    """Fields a resumed run may change: where it computes, how often it saves, and its
+    budget (nothing is scheduled over the episodes: more simply go on)."""
+
+    checkpoint: str
+    """Discovery checkpoint (from `mcenv train discover`): the base model and MetaController."""
+    env: str = "PinPad-Posttrain-v0"
+    """The task to learn (a registered env id; its vector entry point is used where it has
+    one, else a SyncVectorEnv)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of gym.make_vec for `env`."""
+    episodes: int = 20000
+    """Budget: episodes played in all."""
+    population: int = 32
+    """Perturbations per update, in antithetic pairs (+eps, -eps): an even number."""
+    episodes_per_member: int = 4
+    """Episodes each perturbation plays per update; a pair plays the same layouts."""
+    sigma: float = 0.1
+    """Standard deviation of the weight perturbations."""
+    lr: float = 0.03
+    """Adam learning rate on the ES gradient estimate."""
+    weight_decay: float = 0.005
+    """L2 pull of the weights towards 0 (keeps them in the perturbations' scale)."""
+    hidden: int = 64
+    """Units of the policy's recurrent layer."""
+    threshold: float = 0.5
+    """A new code is chosen where beta_t > threshold."""
+    force_switch: bool = False
+    """Ablation: beta = 1 at every step."""
+    checkpoint_every: int = 20
+    """Updates between checkpoints."""
+    seed: int = 0
+    """Seeds the initial weights, the perturbations and the layouts."""
+    device: str = "auto"
+    """"cpu", "cuda" or "auto"."""
+
+    def __post_init__(self) -> None:
+        for name in ("episodes", "population", "episodes_per_member", "hidden",
+                     "checkpoint_every"):  # fmt: skip
+            check_count(name, getattr(self, name))
+        if self.population % 2:
+            raise ValueError(f"population must be even (antithetic pairs), got {self.population}")
+        if not (self.sigma > 0 and self.lr > 0 and self.weight_decay >= 0):
+            raise ValueError(
+                f"need sigma > 0, lr > 0 and weight_decay >= 0, got sigma={self.sigma}, "
+                f"lr={self.lr}, weight_decay={self.weight_decay}"
+            )
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
+
+    def rollouts(self) -> InternalRLConfig:
+        """The internal-RL config whose rollout machinery plays one update's episodes:
+        one env per (member, episode), so each env plays one episode."""
+        members = self.population * self.episodes_per_member
+        return InternalRLConfig(
+            checkpoint=self.checkpoint, env=self.env, env_kwargs=self.env_kwargs,
+            episodes=self.episodes, batch_episodes=members, num_envs=members,
+            hidden=self.hidden, threshold=self.threshold, force_switch=self.force_switch,
+            seed=self.seed, device=self.device,
+        )  # fmt: skip
 
 
 def centred_ranks(fitness: np.ndarray) -> np.ndarray:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -31,13 +32,85 @@ from torch import nn
 from tqdm import tqdm
 
 from metacontroller_agents.analysis import load_metacontroller
-from metacontroller_agents.checkpoint import save_checkpoint
-from metacontroller_agents.config import EvolutionConfig, InternalRLConfig
 from metacontroller_agents.data import resolve_device
 from metacontroller_agents.latent import LatentAgent
-from metacontroller_agents.train import check_new_run, load_run
-from metacontroller_envs.checks import check_env_kwargs
+from metacontroller_agents.runs import PolicyCheckpoint, check_new_run
+from metacontroller_envs.checks import check_count, check_env_kwargs
 from metacontroller_envs.wrappers import switch_fires
+
+#: How returns become advantages (InternalRLConfig.advantage).
+ADVANTAGES = ("batch", "group")
+
+
+@dataclass
+class InternalRLConfig:
+    """Internal RL (the paper's App. C.5): RL on the MetaController's codes z, with the base
+    model, the switching unit and the decoder counted as the environment."""
+
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"device", "checkpoint_every", "episodes"})
+    """Fields a resumed run may change: where it computes, how often it saves, and its
+    budget (nothing is scheduled over the episodes: more simply go on)."""
+
+    checkpoint: str
+    """Discovery checkpoint (from `mcenv train discover`): the base model and MetaController."""
+    env: str = "PinPad-Posttrain-v0"
+    """The task to learn (a registered env id; its vector entry point is used where it has
+    one, else a SyncVectorEnv)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of gym.make_vec for `env` (e.g. {"task": "0-1"})."""
+    episodes: int = 20000
+    """Budget: episodes played in all."""
+    batch_episodes: int = 128
+    """Episodes per policy update."""
+    num_envs: int = 64
+    """Episodes played side by side (at most batch_episodes; it must divide it)."""
+    epochs: int = 4
+    """Passes of the clipped objective over each batch."""
+    lr: float = 3e-4
+    """Adam learning rate of the policy (the paper picks from 3e-6 .. 3e-4)."""
+    clip: float = 0.2
+    """PPO's ratio clipping."""
+    hidden: int = 64
+    """Units of the policy's recurrent layer."""
+    advantage: str = field(default="batch", metadata={"choices": ADVANTAGES})
+    """"batch": (R - mean) / (std + 1e-3) over the batch (the paper's); "group": the same
+    within groups of `group_size` episodes played on one layout (GRPO)."""
+    group_size: int = 8
+    """Episodes per layout with advantage="group"."""
+    threshold: float = 0.5
+    """A new code is drawn where beta_t > threshold (the paper's 0.5)."""
+    force_switch: bool = False
+    """Ablation: beta = 1 at every step, so a new code every step (no temporal abstraction)."""
+    raw_actions: bool = False
+    """Baseline: the same algorithm on the base model's own action distribution (the
+    MetaController off), fine-tuning the whole base model."""
+    checkpoint_every: int = 20
+    """Updates between checkpoints."""
+    seed: int = 0
+    """Seeds the policy's initialisation, the layouts and the sampled codes."""
+    device: str = "auto"
+    """"cpu", "cuda" or "auto"."""
+
+    def __post_init__(self) -> None:
+        for name in ("episodes", "batch_episodes", "num_envs", "epochs", "hidden",
+                     "group_size", "checkpoint_every"):  # fmt: skip
+            check_count(name, getattr(self, name))
+        if self.batch_episodes % self.num_envs:
+            raise ValueError(
+                f"num_envs ({self.num_envs}) must divide batch_episodes "
+                f"({self.batch_episodes}): each env plays the same number of episodes"
+            )
+        if self.advantage not in ADVANTAGES:
+            raise ValueError(f"advantage must be one of {list(ADVANTAGES)}, got {self.advantage!r}")
+        if self.advantage == "group" and self.num_envs % self.group_size:
+            raise ValueError(
+                f"group_size ({self.group_size}) must divide num_envs ({self.num_envs})"
+            )
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
+        if not (self.lr > 0 and 0 < self.clip < 1):
+            raise ValueError(f"need lr > 0 and 0 < clip < 1, got lr={self.lr}, clip={self.clip}")
+
 
 #: Added to the return's standard deviation when normalising (the paper's 1e-3).
 ADVANTAGE_EPS = 1e-3
@@ -268,31 +341,6 @@ class InternalRL:
         base = self.trained
         logits = base(episodes.inputs, base.previous_actions(episodes.choices)).action
         return base.action_distribution(logits).log_prob(episodes.choices)
-
-
-class PolicyCheckpoint:
-    """A policy-training run's checkpoint (internal RL and ES): the policy, its optimiser,
-    the history of success against episodes and the iterations done. `resume` picks up an
-    existing one."""
-
-    def __init__(
-        self, path: Path, kind: str, config: InternalRLConfig | EvolutionConfig, policy: nn.Module,
-        optimizer: torch.optim.Optimizer, device: torch.device, resume: bool,
-    ) -> None:  # fmt: skip
-        self.path, self.kind, self.config = path, kind, config
-        self.policy, self.optimizer = policy, optimizer
-        self.history: list[dict] = []
-        self.start = 0
-        if resume and path.exists():
-            saved = load_run(path, kind, config, device)
-            policy.load_state_dict(saved["policy"])
-            optimizer.load_state_dict(saved["optimizer"])
-            self.history, self.start = saved["history"], saved["iteration"]
-
-    def save(self, iteration: int) -> None:
-        save_checkpoint(self.path, self.kind, train_config=dataclasses.asdict(self.config),
-                        policy=self.policy.state_dict(), optimizer=self.optimizer.state_dict(),
-                        history=self.history, iteration=iteration)  # fmt: skip
 
 
 def episode_metrics(episodes: Episodes) -> dict[str, float]:

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from metacontroller_agents.config import MetaControllerConfig, ModelConfig
 from metacontroller_agents.data import resolve_device
-from metacontroller_agents.metacontroller import MetaController
+from metacontroller_agents.metacontroller import MetaController, MetaControllerConfig
 from metacontroller_agents.transformer import (
     CausalTransformer,
+    ModelConfig,
     SelfAttention,
     empty_keys_values,
     rotate,

@@ -23,16 +23,66 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metacontroller_agents.config import MetaControllerConfig
-from metacontroller_agents.transformer import CausalTransformer, ModelOutput
+from metacontroller_agents.transformer import CausalTransformer, ModelConfig, ModelOutput
+from metacontroller_envs.checks import check_count
 
 #: Switches are read as binary at this threshold (the paper's beta_threshold).
 SWITCH_THRESHOLD = 0.5
+
+
+@dataclass
+class MetaControllerConfig:
+    """The MetaController's sizes (the paper's, Table A9) and where it acts."""
+
+    width: int
+    """The base model's residual width (set from the base model)."""
+    layer: int
+    """The base model layer whose input stream it reads and rewrites (the paper: depth / 2)."""
+    latent_dim: int = 8
+    """n_z: size of a controller code z."""
+    rank: int = 16
+    """Rank of the linear controller U = A B^T."""
+    history_dim: int = 32
+    """n_h: the GRU history of the stream."""
+    embed_dim: int = 32
+    """n_s: the non-causal sequence embedding (per direction of its bidirectional GRU)."""
+    encoder_hidden: int = 64
+    """Hidden units of the encoder f_enc that proposes z~_t ~ N(mu_t, Sigma_t)."""
+    decoder_hidden: int = 32
+    """Hidden units of the hypernetwork f_hyp: z -> (A, B)."""
+    switch_hidden: int = 32
+    """Hidden units of the switching unit f_switch (not given in the paper)."""
+    force_switch: bool = False
+    """Ablation: beta_t = 1 at every step (a new code each step, no temporal abstraction)."""
+    switch_noise: bool = False
+    """Sample beta in training by the Gumbel-Sigmoid trick, sigmoid(logit + logistic
+    noise), a relaxed Bernoulli switch: the paper's rate-distortion runs on the grid world
+    (App. C.6, E.1). Off, beta is the switch's probability (the paper's main runs). Acting
+    and analysis always use the noiseless sigmoid(logit)."""
+
+    def __post_init__(self) -> None:
+        for name in ("width", "latent_dim", "rank", "history_dim", "embed_dim",
+                     "encoder_hidden", "decoder_hidden", "switch_hidden"):  # fmt: skip
+            check_count(name, getattr(self, name))
+
+    @classmethod
+    def for_base(
+        cls, base: ModelConfig, layer: int | None = None, **overrides: Any
+    ) -> MetaControllerConfig:
+        """Sized for `base`, acting at `layer` (default: mid-depth)."""
+        layer = base.depth // 2 if layer is None else layer
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= base.depth:
+            raise ValueError(
+                f"layer must be an integer in 0..{base.depth} (the base model's depth), "
+                f"got {layer!r}"
+            )
+        return cls(width=base.width, layer=layer, **overrides)
 
 
 @dataclass

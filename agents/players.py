@@ -127,7 +127,7 @@ def make_player(
         player: Player = ModelPlayer(LatentAgent(model, None, 1, device, sample=not greedy))
     elif agent == "metacontroller":
         from metacontroller_agents.analysis import load_metacontroller
-        from metacontroller_agents.config import InternalRLConfig
+        from metacontroller_agents.internal_rl import InternalRLConfig
 
         base, meta, payload = load_metacontroller(checkpoint, device)
         # the switch threshold internal RL uses by default (the paper's 0.5)
@@ -146,8 +146,7 @@ def _internal_rl_player(
     """The trained policy of an internal-RL checkpoint on the agent it was trained with,
     built by InternalRL itself (raw-action and beta = 1 runs too)."""
     from metacontroller_agents.checkpoint import load_checkpoint
-    from metacontroller_agents.config import InternalRLConfig
-    from metacontroller_agents.internal_rl import InternalRL
+    from metacontroller_agents.internal_rl import InternalRL, InternalRLConfig
 
     payload = load_checkpoint(checkpoint, "internal_rl", device)
     try:

@@ -27,9 +27,9 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
 from metacontroller_agents.checkpoint import write_atomically
-from metacontroller_agents.config import ModelConfig
 from metacontroller_agents.data import resolve_device
 from metacontroller_agents.disco_agent import DiscoActor
+from metacontroller_agents.transformer import ModelConfig
 from metacontroller_envs.checks import check_count, check_env_id
 
 ALGORITHMS = {"ppo": PPO, "sac": SAC}

@@ -18,11 +18,10 @@ import gymnasium as gym
 import torch
 
 import metacontroller_envs  # noqa: F401
-from benchmarks.transformer import pinpad_batch, timed
-from metacontroller_agents.config import MetaControllerConfig, ModelConfig
-from metacontroller_agents.metacontroller import MetaController
-from metacontroller_agents.train import discovery_loss
-from metacontroller_agents.transformer import CausalTransformer
+from benchmarks.transformer import pinpad_batch, reference_transformer, timed
+from metacontroller_agents.discovery import discovery_loss
+from metacontroller_agents.metacontroller import MetaController, MetaControllerConfig
+from metacontroller_agents.transformer import CausalTransformer, ModelConfig
 
 
 def ours_discovery_step(width: int, depth: int, obs: torch.Tensor, actions: torch.Tensor):
@@ -55,16 +54,8 @@ def reference_discovery_step(width: int, depth: int, obs: torch.Tensor, actions:
         from metacontroller import Transformer
     except ImportError:
         return None
-    heads = 4
     meta = ReferenceMetaController(width)
-    model = Transformer(
-        width,
-        state_embed_readout={"num_continuous": obs.shape[-1]},
-        action_embed_readout={"num_discrete": 4},
-        lower_body={"depth": depth // 2, "heads": heads, "attn_dim_head": width // heads},
-        upper_body={"depth": depth - depth // 2, "heads": heads, "attn_dim_head": width // heads},
-        meta_controller=meta,
-    )
+    model = reference_transformer(Transformer, width, depth, obs.shape[-1], meta_controller=meta)
     optimizer = torch.optim.AdamW(meta.discovery_parameters(), lr=1e-3)
     state = obs.float()
     model.train_discovery(eval_rest=True)

@@ -23,11 +23,10 @@ import numpy as np
 import torch
 
 import metacontroller_envs  # noqa: F401
-from metacontroller_agents.config import MetaControllerConfig, ModelConfig
 from metacontroller_agents.data import resolve_device
 from metacontroller_agents.latent import LatentAgent
-from metacontroller_agents.metacontroller import MetaController
-from metacontroller_agents.transformer import CausalTransformer
+from metacontroller_agents.metacontroller import MetaController, MetaControllerConfig
+from metacontroller_agents.transformer import CausalTransformer, ModelConfig
 from metacontroller_envs.wrappers import LatentActionVectorWrapper, LatentActionWrapper
 
 

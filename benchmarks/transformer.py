@@ -31,8 +31,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import metacontroller_envs  # noqa: F401
-from metacontroller_agents.config import ModelConfig
-from metacontroller_agents.transformer import CausalTransformer
+from metacontroller_agents.transformer import CausalTransformer, ModelConfig
 
 
 def timed(step: Callable[[], None], seconds: float) -> float:
@@ -77,20 +76,30 @@ def ours_train_step(width: int, depth: int, obs: torch.Tensor, actions: torch.Te
     return step
 
 
+def reference_transformer(
+    transformer: type, width: int, depth: int, obs_dim: int, **extra: object
+) -> object:
+    """metacontroller-pytorch's Transformer at our size: 4 heads, its two bodies each half of
+    `depth`, continuous observations, PinPad's 4 discrete actions."""
+    heads = 4
+    body = {"heads": heads, "attn_dim_head": width // heads}
+    return transformer(
+        width,
+        state_embed_readout={"num_continuous": obs_dim},
+        action_embed_readout={"num_discrete": 4},
+        lower_body={"depth": depth // 2, **body},
+        upper_body={"depth": depth - depth // 2, **body},
+        **extra,
+    )
+
+
 def reference_train_step(width: int, depth: int, obs: torch.Tensor, actions: torch.Tensor):
     """metacontroller-pytorch 0.3.3's Transformer in behaviour-cloning mode, or None."""
     try:
         from metacontroller import Transformer
     except ImportError:
         return None
-    heads = 4
-    model = Transformer(
-        width,
-        state_embed_readout={"num_continuous": obs.shape[-1]},
-        action_embed_readout={"num_discrete": 4},
-        lower_body={"depth": depth // 2, "heads": heads, "attn_dim_head": width // heads},
-        upper_body={"depth": depth - depth // 2, "heads": heads, "attn_dim_head": width // heads},
-    )
+    model = reference_transformer(Transformer, width, depth, obs.shape[-1])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
     state = obs.float()
 

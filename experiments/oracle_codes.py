@@ -39,7 +39,7 @@ from experiments.subgoal_controllers import PairCodes, fit_to_pairs
 from metacontroller_agents.analysis import load_metacontroller
 from metacontroller_agents.data import resolve_device
 from metacontroller_agents.metacontroller import Controller, MetaController
-from metacontroller_agents.train import dataset_env_spec
+from metacontroller_agents.runs import dataset_env_spec
 from metacontroller_agents.transformer import CausalTransformer
 from metacontroller_envs.checks import check_count
 from metacontroller_envs.data import load_episodes

@@ -24,10 +24,9 @@ import torch
 
 from metacontroller_agents.analysis import infer_switches, load_metacontroller, switch_report
 from metacontroller_agents.checkpoint import write_atomically
-from metacontroller_agents.config import DiscoveryConfig
 from metacontroller_agents.data import to_torch
+from metacontroller_agents.discovery import DiscoveryConfig, train_discovery
 from metacontroller_agents.metacontroller import controlled_forward
-from metacontroller_agents.train import train_discovery
 from metacontroller_envs.data import load_episodes
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "rate-distortion"

@@ -28,7 +28,7 @@ from experiments.steering import pinpad_episode_envs, play_controlled
 from metacontroller_agents.checkpoint import load_model
 from metacontroller_agents.data import check_dataset_fits, resolve_device, to_torch
 from metacontroller_agents.metacontroller import MetaController
-from metacontroller_agents.train import dataset_env_spec
+from metacontroller_agents.runs import dataset_env_spec
 from metacontroller_agents.transformer import CausalTransformer
 from metacontroller_envs.checks import check_count
 from metacontroller_envs.data import EpisodeArrays, load_episodes

@@ -11,7 +11,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec
 
-from metacontroller_envs.pinpad.tasks import POSTTRAIN_TASK, format_task
+from metacontroller_envs.pinpad.tasks import LADDER, POSTTRAIN_TASK, format_task
 from metacontroller_envs.pinpad.visual import LAYOUTS
 
 _PINPAD = "metacontroller_envs.pinpad.env:PinPadEnv"
@@ -64,6 +64,11 @@ def _entries() -> tuple[EnvEntry, ...]:
         # the task as a string: JSON-stable in specs and datasets
         EnvEntry("PinPad-Posttrain-v0", **pinpad, kwargs={"task": format_task(POSTTRAIN_TASK)}),
     ]
+    for pairs, task in LADDER.items():  # the 6-pair rung is PinPad-Posttrain-v0 itself
+        if task != POSTTRAIN_TASK:
+            entries.append(
+                EnvEntry(f"PinPad-Ladder{pairs}-v0", **pinpad, kwargs={"task": format_task(task)})
+            )
     for layout in LAYOUTS:
         entries.append(
             EnvEntry(f"VisualPinPad-{layout.capitalize()}-v0", "visual-pinpad", _VISUAL,
@@ -112,6 +117,12 @@ def in_family(env_id: str | EnvSpec, family_name: str) -> bool:
     """Whether `env_id` is one of this package's envs of `family_name` (False for others)."""
     key = env_id.id if isinstance(env_id, EnvSpec) else env_id
     return key in _BY_ID and _BY_ID[key].family == family_name
+
+
+def ladder_ids() -> dict[int, str]:
+    """Rung (pairs) -> registered id of the held-out ladder, shortest first."""
+    by_task = {e.kwargs.get("task"): e.id for e in ENTRIES if e.family == "pinpad"}
+    return {pairs: by_task[format_task(task)] for pairs, task in LADDER.items()}
 
 
 def ids_of(family_name: str) -> tuple[str, ...]:

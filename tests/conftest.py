@@ -18,9 +18,8 @@ def discovery_checkpoint(tmp_path_factory):
 
     import metacontroller_envs  # noqa: F401
     from metacontroller_agents.checkpoint import model_state, save_checkpoint
-    from metacontroller_agents.config import MetaControllerConfig, ModelConfig
-    from metacontroller_agents.metacontroller import MetaController
-    from metacontroller_agents.transformer import CausalTransformer
+    from metacontroller_agents.metacontroller import MetaController, MetaControllerConfig
+    from metacontroller_agents.transformer import CausalTransformer, ModelConfig
 
     torch.manual_seed(0)
     # no planner: random weights then walk into colours often, so short RL runs see both
@@ -60,3 +59,16 @@ def check_resume(tmp_path):
             torch.testing.assert_close(resumed[name], value)
 
     return check
+
+
+class CrashAfter(list):
+    """A log that fails on its n-th entry, as if the run were killed there."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def append(self, item: dict) -> None:
+        super().append(item)
+        if len(self) == self.n:
+            raise KeyboardInterrupt

@@ -102,6 +102,13 @@ def test_interrupted_collect_leaves_nothing(monkeypatch, datasets_root):
         collect("PinPad-v0", 20, progress=False)
     folder = datasets_root / "pinpad" / "PinPad-v0"
     assert list(folder.iterdir()) == [folder / "namespace_metadata.json"]
+    monkeypatch.setattr(collect_module, "_pinpad_episodes", real)
+    dataset_id = collect("PinPad-v0", 5, progress=False)
+    monkeypatch.setattr(collect_module, "_pinpad_episodes", crash_midway)
+    with pytest.raises(KeyboardInterrupt):  # an interrupted overwrite keeps the old dataset
+        collect("PinPad-v0", 20, overwrite=True, progress=False)
+    assert load_episodes(dataset_id).num_episodes == 5
+    assert sorted(folder.iterdir()) == [folder / "expert-v0", folder / "namespace_metadata.json"]
 
 
 def test_padded_batches():
@@ -158,13 +165,48 @@ def test_cli_collect(capsys, datasets_root):
     assert "must be a JSON object" in capsys.readouterr().err
 
 
-def test_fast_hdf5_reader_equals_minari_decoding(monkeypatch):
+def test_fast_hdf5_reader_equals_minari_public_api():
     from metacontroller_envs.data import episodes
 
-    dataset_id = collect("SubgoalBabyAI-Pretrain-v0", 4, progress=False)
-    fast = load_episodes(dataset_id)
-    monkeypatch.setattr(episodes, "_plain_hdf5", lambda dataset: False)
-    slow = load_episodes(dataset_id)
-    for name in ("observations", "actions", "rewards", "subgoal_index", "step_start", "seeds"):
-        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
-    np.testing.assert_array_equal(fast.task_index, slow.task_index)
+    for env_id, count in (("SubgoalBabyAI-Pretrain-v0", 4), ("PinPad-v0", 30)):
+        dataset = episodes.open_dataset(collect(env_id, count, seed=2, progress=False))
+        fast, public = episodes._empty_columns(dataset.spec), episodes._empty_columns(dataset.spec)
+        assert episodes._read_hdf5_directly(dataset, fast) == dataset.spec.total_steps
+        assert episodes._read_through_minari(dataset, public) == dataset.spec.total_steps
+        for name in fast:
+            np.testing.assert_array_equal(fast[name], public[name], err_msg=f"{env_id} {name}")
+        assert list(fast["seeds"]) == list(range(2, 2 + count))
+
+
+def test_reference_scores_through_minari():
+    dataset_id = collect("PinPad-v0", 12, epsilon=0.3, seed=4, progress=False)
+    dataset = minari.load_dataset(dataset_id)
+    metadata = dataset.storage.metadata
+    ref_min, ref_max = metadata["ref_min_score"], metadata["ref_max_score"]
+    assert metadata["num_episodes_average_score"] == 12  # min(REFERENCE_EPISODES, episodes)
+    ours = metadata["metacontroller_envs"]
+    assert ours["reference_seed"] == 4 + 12  # after the dataset's own seeds 4..15
+    assert (ref_min, ref_max, 12) == collect_module.reference_scores("PinPad-v0", 12, 16)
+    assert ref_max == 1.0 and 0.0 <= ref_min < 0.5  # the expert solves every episode
+    np.testing.assert_allclose(minari.get_normalized_score(dataset, np.array([ref_min, ref_max])),
+                               [0.0, 1.0])  # fmt: skip
+    # the random policy stops at a step budget (episodes of at most 192 steps: 3 or more)
+    scores = collect_module.reference_scores("SubgoalBabyAI-Pretrain-v0", 10, 0, max_steps=400)
+    played = scores[2]
+    assert 3 <= played < 10
+
+
+def test_refuses_other_format_versions(datasets_root):
+    dataset_id = collect("PinPad-v0", 3, progress=False)
+    metadata_file = dataset_path(dataset_id) / "data" / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    assert metadata["metacontroller_envs"]["format_version"] == 1
+    metadata["metacontroller_envs"]["format_version"] = 99
+    metadata_file.write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match=f"dataset {dataset_id} has format version 99; this "
+                       "version of metacontroller-envs reads format version 1"):  # fmt: skip
+        load_episodes(dataset_id)
+    del metadata["metacontroller_envs"]  # a Minari dataset that this package did not write
+    metadata_file.write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match=f"dataset {dataset_id} has no metacontroller_envs "):
+        load_episodes(dataset_id)

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import CrashAfter
 
 from metacontroller_agents.checkpoint import load_checkpoint, save_checkpoint
 from metacontroller_agents.disco import (
@@ -215,8 +216,8 @@ def test_weights_path_comes_from_argument_or_environment(monkeypatch, tmp_path):
 
 @needs_weights
 def test_loss_is_finite_and_its_gradient_reaches_the_agent_only(rule):
-    from metacontroller_agents.config import ModelConfig
     from metacontroller_agents.disco_agent import DiscoActor
+    from metacontroller_agents.transformer import ModelConfig
 
     env = gym.make("PinPad-v0", task_in_obs=True)
     actor = DiscoActor(ModelConfig.for_env(env, "small", width=32), model_width=16)
@@ -247,8 +248,8 @@ def test_pinpad_actor_acts_through_the_goal_mixture():
     """On PinPad the policy is p(c) over colours, then the planner's way to c: with p on
     the task's next colour, the likely moves are exactly the expert's. goal_head=False
     gives the plain linear policy head."""
-    from metacontroller_agents.config import ModelConfig
     from metacontroller_agents.disco_agent import DiscoActor
+    from metacontroller_agents.transformer import ModelConfig
     from metacontroller_envs.pinpad.expert import PinPadExpert
 
     envs = gym.make_vec("PinPad-v0", num_envs=16, task_in_obs=True)
@@ -297,8 +298,8 @@ def test_shipped_pinpad_configs_load_and_keep_pinpad_v0_s_observations():
     """The README's Disco103 runs start from these files; an agent trained with one must
     read PinPad-v0's observations (task_in_obs) to be evaluated there, and have the shape
     of the others' so that the midway stage can start from the colours stage."""
-    from metacontroller_agents.config import load_config
     from metacontroller_agents.disco_agent import DiscoConfig
+    from metacontroller_agents.runs import load_config
 
     paths = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("*.json"))
     assert [p.name for p in paths] == ["disco-pinpad-colours.json", "disco-pinpad-midway.json"]
@@ -375,18 +376,6 @@ def test_a_fixed_planner_keeps_its_way_while_the_choice_of_colour_learns():
     with pytest.raises(ValueError, match="fixed_planner needs the goal-mixture policy"):
         DiscoRun(DiscoConfig(env="CartPole-v1", fixed_planner=True, num_envs=2), WEIGHTS)
 
-
-class CrashAfter(list):
-    """A log that fails on its n-th entry, as if the run were killed there."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n = n
-
-    def append(self, item: dict) -> None:
-        super().append(item)
-        if len(self) == self.n:
-            raise KeyboardInterrupt
 
 
 @needs_weights

@@ -11,9 +11,9 @@ import torch
 from stable_baselines3 import PPO
 
 import experiments.disco_vs_ppo as comparison
-from metacontroller_agents.config import ModelConfig
 from metacontroller_agents.disco_agent import DiscoActor, DiscoConfig, train_disco
 from metacontroller_agents.sb3_baselines import GoalMixturePolicy, PolicyLogits, make_env
+from metacontroller_agents.transformer import ModelConfig
 
 torch.set_num_threads(1)
 

@@ -6,8 +6,13 @@ import pytest
 import torch
 
 from metacontroller_agents.checkpoint import load_checkpoint
-from metacontroller_agents.config import EvolutionConfig
-from metacontroller_agents.evolution import Population, centred_ranks, es_gradient, train_evolution
+from metacontroller_agents.evolution import (
+    EvolutionConfig,
+    Population,
+    centred_ranks,
+    es_gradient,
+    train_evolution,
+)
 from metacontroller_agents.internal_rl import InternalRL, LatentPolicy
 
 torch.set_num_threads(1)

@@ -8,9 +8,9 @@ import torch
 
 import metacontroller_envs  # noqa: F401
 from metacontroller_agents.checkpoint import load_checkpoint
-from metacontroller_agents.config import InternalRLConfig
 from metacontroller_agents.internal_rl import (
     InternalRL,
+    InternalRLConfig,
     LatentPolicy,
     clipped_policy_loss,
     normalised_advantages,

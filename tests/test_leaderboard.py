@@ -9,10 +9,16 @@ import matplotlib.image
 import pytest
 import torch
 
-import metacontroller_agents.leaderboard as lb
-from metacontroller_agents.leaderboard import COLUMNS, Algo, Profile, Trained, finished, run_benchmark
+from benchmarks import leaderboard as checkout_script
 from metacontroller_agents.evaluate import RolloutReport
-from metacontroller_envs.cli import main
+from metacontroller_agents.leaderboard import cli, pretraining
+from metacontroller_agents.leaderboard.pretraining import Bench
+from metacontroller_agents.leaderboard.protocol import ENVS, Cell, Profile, finished, max_len
+from metacontroller_agents.leaderboard.report import COLUMNS, write_leaderboard
+from metacontroller_agents.leaderboard.rows import ALGOS, Algo, Trained
+from metacontroller_agents.leaderboard.runner import run_benchmark, run_cell
+from metacontroller_envs import registry
+from metacontroller_envs.cli import build_parser, main
 
 torch.set_num_threads(1)
 
@@ -115,8 +121,8 @@ def test_rerun_skips_finished_cells(tiny_run, monkeypatch):
     before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
     calls = []
     for name in ("random", "expert", "bc"):
-        monkeypatch.setitem(lb.ALGOS, name, stub_algo(calls, fail_seed=-1))
-    monkeypatch.setattr(lb, "collect", lambda *a, **k: pytest.fail("collected again"))
+        monkeypatch.setitem(ALGOS, name, stub_algo(calls, fail_seed=-1))
+    monkeypatch.setattr(pretraining, "collect", lambda *a, **k: pytest.fail("collected again"))
     assert run_benchmark(TINY, out, algos=["random", "expert", "bc"], envs=["PinPad-v0"],
                          device="cpu", progress=False) == []  # fmt: skip
     assert calls == []
@@ -127,7 +133,7 @@ def test_rerun_skips_finished_cells(tiny_run, monkeypatch):
 
 def test_a_failing_cell_keeps_the_finished_ones_and_runs_on_the_next_call(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setitem(lb.ALGOS, "stub", stub_algo(calls, fail_seed=1))
+    monkeypatch.setitem(ALGOS, "stub", stub_algo(calls, fail_seed=1))
     failures = run_benchmark(TINY, tmp_path, algos=["stub"], envs=["PinPad-v0"], device="cpu",
                              progress=False)  # fmt: skip
     assert [(cell.name, error) for cell, error in failures] == [
@@ -139,7 +145,7 @@ def test_a_failing_cell_keeps_the_finished_ones_and_runs_on_the_next_call(tmp_pa
     (row,) = parse_table((tmp_path / "leaderboard.md").read_text())
     assert row["success mean ± std"].endswith("(n=2)")
     calls.clear()
-    monkeypatch.setitem(lb.ALGOS, "stub", stub_algo(calls))
+    monkeypatch.setitem(ALGOS, "stub", stub_algo(calls))
     assert run_benchmark(TINY, tmp_path, algos=["stub"], envs=["PinPad-v0"], device="cpu",
                          progress=False) == []  # fmt: skip
     assert calls == [1]  # only the failed cell ran again
@@ -150,7 +156,7 @@ def test_a_failing_cell_keeps_the_finished_ones_and_runs_on_the_next_call(tmp_pa
 
 
 def test_an_interrupted_run_keeps_finished_cells_and_writes_the_table(tmp_path, monkeypatch):
-    monkeypatch.setitem(lb.ALGOS, "stub", stub_algo([], fail_seed=1, error=KeyboardInterrupt))
+    monkeypatch.setitem(ALGOS, "stub", stub_algo([], fail_seed=1, error=KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         run_benchmark(TINY, tmp_path, algos=["stub"], envs=["PinPad-v0"], device="cpu",
                       progress=False)  # fmt: skip
@@ -161,7 +167,7 @@ def test_an_interrupted_run_keeps_finished_cells_and_writes_the_table(tmp_path, 
 def test_a_row_that_does_not_apply_shows_its_reason(tmp_path, monkeypatch):
     reason = "it needs something this env lacks"
     not_for = lambda env_id: reason if env_id == "PinPad-Posttrain-v0" else None  # noqa: E731
-    monkeypatch.setitem(lb.ALGOS, "stub", stub_algo([], not_for=not_for))
+    monkeypatch.setitem(ALGOS, "stub", stub_algo([], not_for=not_for))
     envs = ["PinPad-v0", "PinPad-Posttrain-v0"]
     assert run_benchmark(TINY, tmp_path, algos=["stub"], envs=envs, seeds=[0], device="cpu",
                          progress=False) == []  # fmt: skip
@@ -193,13 +199,29 @@ def test_mcenv_bench_dispatches_to_the_leaderboard(tmp_path, capsys):
     assert "leaderboard.md" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("env_id", list(lb.ENVS))
+@pytest.mark.parametrize("env_id", list(ENVS))
 def test_each_family_model_holds_its_longest_episode(env_id):
     env = gym.make(env_id)
     env.reset(seed=0)
     unwrapped = env.unwrapped
-    limit = unwrapped.config.horizon if env_id.startswith("PinPad") else unwrapped.level.max_steps
-    assert lb.FAMILIES[lb.ENVS[env_id]].max_len >= limit + 1
+    pinpad = registry.family(env_id) == "pinpad"
+    limit = unwrapped.config.horizon if pinpad else unwrapped.level.max_steps
+    assert max_len(registry.family(env_id)) >= limit + 1
+
+
+def test_family_model_lengths_come_from_the_registered_horizons():
+    """The longest registered max_episode_steps of a family's envs here, + 1."""
+    assert (max_len("pinpad"), max_len("babyai")) == (101, 385)
+
+
+def test_mcenv_bench_writes_under_the_working_directory_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["bench", "--profile", "full"]
+    out = cli.results_folder(build_parser(argv).parse_args(argv))
+    assert out.resolve() == tmp_path.resolve() / "leaderboard" / "full"
+    # the checkout's entry script writes where the committed tables live
+    committed = Path(__file__).resolve().parents[1] / "docs" / "results" / "leaderboard"
+    assert checkout_script.RESULTS == committed and (committed / "quick").is_dir()
 
 
 def test_pretrained_rows_run_end_to_end_and_a_cell_is_deterministic(tmp_path):
@@ -215,9 +237,9 @@ def test_pretrained_rows_run_end_to_end_and_a_cell_is_deterministic(tmp_path):
         assert result["eval"]["episodes"] == TINY.eval_episodes
         assert "discovery" in result["pretraining"]
     assert len(list((tmp_path / "cache" / "pretrain").iterdir())) == 1
-    bench = lb.Bench(TINY, tmp_path, "cpu")
-    cell = lb.Cell("internal-rl", "PinPad-Posttrain-v0", 0)
-    first, second = lb.run_cell(bench, cell), lb.run_cell(bench, cell)
+    bench = Bench(TINY, tmp_path, "cpu")
+    cell = Cell("internal-rl", "PinPad-Posttrain-v0", 0)
+    first, second = run_cell(bench, cell), run_cell(bench, cell)
     for key in ("successes", "return", "length", "env_steps"):
         assert first["eval"][key] == second["eval"][key]
     assert first["history"] == second["history"]
@@ -229,9 +251,9 @@ DISCO_WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" /
 @pytest.mark.skipif(not DISCO_WEIGHTS.is_file(), reason=f"no Disco103 weights at {DISCO_WEIGHTS}")
 def test_disco103_row_trains_and_evaluates_and_needs_the_weights(tmp_path, monkeypatch):
     monkeypatch.delenv("DISCO103_WEIGHTS", raising=False)
-    assert "DISCO103_WEIGHTS" in lb.ALGOS["disco103"].not_for("PinPad-v0")
+    assert "DISCO103_WEIGHTS" in ALGOS["disco103"].not_for("PinPad-v0")
     monkeypatch.setenv("DISCO103_WEIGHTS", str(DISCO_WEIGHTS))
-    assert lb.ALGOS["disco103"].not_for("PinPad-v0") is None
+    assert ALGOS["disco103"].not_for("PinPad-v0") is None
     assert run_benchmark(TINY, tmp_path, algos=["disco103"], envs=["PinPad-v0"], seeds=[0],
                          device="cpu", progress=False) == []  # fmt: skip
     result = json.loads((tmp_path / "cells" / "disco103--PinPad-v0--seed0.json").read_text())
@@ -242,6 +264,6 @@ def test_disco103_row_trains_and_evaluates_and_needs_the_weights(tmp_path, monke
     assert result["pretraining"] is None
     # its finished cell stays in the table when a later invocation lacks the weights
     monkeypatch.delenv("DISCO103_WEIGHTS")
-    lb.write_leaderboard(lb.Bench(TINY, tmp_path, "cpu"))
+    write_leaderboard(Bench(TINY, tmp_path, "cpu"))
     row = parse_table((tmp_path / "leaderboard.md").read_text())[0]
     assert row["algo"] == "disco103" and not row["success mean ± std"].startswith("n/a")

@@ -12,17 +12,12 @@ from metacontroller_agents.analysis import (
     plot_switches,
     switch_report,
 )
+from metacontroller_agents.bc import BCConfig, train_bc
 from metacontroller_agents.checkpoint import load_checkpoint, load_model
-from metacontroller_agents.config import (
-    BCConfig,
-    DiscoveryConfig,
-    MetaControllerConfig,
-    ModelConfig,
-)
 from metacontroller_agents.data import to_torch
-from metacontroller_agents.metacontroller import Controller, MetaController
-from metacontroller_agents.train import discovery_loss, train_bc, train_discovery
-from metacontroller_agents.transformer import CausalTransformer
+from metacontroller_agents.discovery import DiscoveryConfig, discovery_loss, train_discovery
+from metacontroller_agents.metacontroller import Controller, MetaController, MetaControllerConfig
+from metacontroller_agents.transformer import CausalTransformer, ModelConfig
 from metacontroller_envs.cli import main
 from metacontroller_envs.data import collect, load_episodes
 

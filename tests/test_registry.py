@@ -226,3 +226,20 @@ def test_async_vector_env_with_shared_memory(env_id):
         assert envs.observation_space.contains(obs)
     finally:
         envs.close()
+
+
+def test_the_ladder_rungs_are_registered_held_out_compositions():
+    from metacontroller_envs.pinpad import LADDER, PRETRAIN_TASKS, pair_transitions
+    from metacontroller_envs.registry import family, ladder_ids
+
+    seen = set().union(*(pair_transitions(task) for task in PRETRAIN_TASKS))
+    assert (0, 2) in seen and pair_transitions((0, 1, 4, 5)) == {(0, 2)}  # the check can fail
+    ids = ladder_ids()
+    assert list(ids) == [2, 3, 4, 6] and ids[6] == "PinPad-Posttrain-v0"
+    for pairs, env_id in ids.items():
+        task = LADDER[pairs]
+        assert len(task) == 2 * pairs and not pair_transitions(task) & seen, env_id
+        env = gym.make(env_id)
+        assert family(env_id) == "pinpad" and env.spec.max_episode_steps == 100
+        _, info = env.reset(seed=0)
+        assert info["task"] == task

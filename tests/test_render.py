@@ -18,12 +18,11 @@ import torch
 
 import metacontroller_envs  # noqa: F401
 from metacontroller_agents.checkpoint import model_state, save_checkpoint
-from metacontroller_agents.config import InternalRLConfig, MetaControllerConfig, ModelConfig
-from metacontroller_agents.internal_rl import LatentPolicy
-from metacontroller_agents.metacontroller import MetaController
+from metacontroller_agents.internal_rl import InternalRLConfig, LatentPolicy
+from metacontroller_agents.metacontroller import MetaController, MetaControllerConfig
 from metacontroller_agents.players import make_player
 from metacontroller_agents.render import render_video
-from metacontroller_agents.transformer import CausalTransformer
+from metacontroller_agents.transformer import CausalTransformer, ModelConfig
 from metacontroller_envs.cli import main
 from metacontroller_envs.experts import make_expert
 from metacontroller_envs.video import MIN_COLUMN, draw_betas, make_env, render_frames

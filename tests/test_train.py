@@ -6,12 +6,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import CrashAfter
 
+from metacontroller_agents.bc import BCConfig, bc_loss, train_bc
 from metacontroller_agents.checkpoint import load_checkpoint, load_model, save_checkpoint
-from metacontroller_agents.config import BCConfig, load_config
 from metacontroller_agents.data import to_torch
+from metacontroller_agents.disco_agent import DiscoConfig
+from metacontroller_agents.discovery import DiscoveryConfig
 from metacontroller_agents.evaluate import evaluate_model
-from metacontroller_agents.train import bc_loss, train_bc
+from metacontroller_agents.evolution import EvolutionConfig
+from metacontroller_agents.internal_rl import InternalRLConfig
+from metacontroller_agents.runs import load_config
 from metacontroller_envs.cli import main
 from metacontroller_envs.data import collect, load_episodes
 
@@ -84,7 +89,7 @@ def test_resume_equals_an_uninterrupted_run(dataset, tmp_path):
             raise Stop
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("metacontroller_agents.train.save_checkpoint", save_then_stop)
+        patch.setattr("metacontroller_agents.runs.save_checkpoint", save_then_stop)
         with pytest.raises(Stop):
             train_bc(first, part, progress=False)
     assert load_checkpoint(part, "bc")["step"] == 3
@@ -99,6 +104,33 @@ def test_resume_equals_an_uninterrupted_run(dataset, tmp_path):
         train_bc(first, part, progress=False)
     train_bc(config(dataset, steps=1), part, overwrite=True, progress=False)
     assert load_checkpoint(part, "bc")["step"] == 1
+
+
+def test_resume_may_change_only_the_resume_free_fields(dataset, tmp_path):
+    whole = train_bc(config(dataset), tmp_path / "whole.pt", progress=False)
+    part = tmp_path / "part.pt"
+    log = CrashAfter(3)  # killed in step 3, after the checkpoint of step 2
+    with pytest.raises(KeyboardInterrupt):
+        train_bc(config(dataset, checkpoint_every=2), part, progress=False, log=log)
+    assert load_checkpoint(part, "bc")["step"] == 2
+    # another device string, evaluation and checkpoint cadence: the same run goes on
+    moved = config(dataset, device="auto", eval_every=1, eval_episodes=2, checkpoint_every=1)
+    train_bc(moved, part, resume=True, progress=False)
+    a, b = load_checkpoint(whole, "bc"), load_checkpoint(part, "bc")
+    assert b["step"] == 4
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, rtol=0, atol=0, msg=name)
+    with pytest.raises(ValueError, match=r"different config: lr: 0\.002 saved, 0\.01 now \(only"):
+        train_bc(config(dataset, lr=0.01), part, resume=True, progress=False)
+
+
+
+@pytest.mark.parametrize(
+    "cls", [BCConfig, DiscoveryConfig, InternalRLConfig, EvolutionConfig, DiscoConfig]
+)
+def test_resume_free_fields_are_fields(cls):
+    assert cls.RESUME_FREE and cls.RESUME_FREE <= {f.name for f in dataclasses.fields(cls)}
+    assert "device" in cls.RESUME_FREE and "lr" not in cls.RESUME_FREE
 
 
 def test_evaluation_reports_free_play_for_hidden_tasks(dataset, tmp_path):

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 import metacontroller_envs  # noqa: F401
-from metacontroller_agents.config import ModelConfig
-from metacontroller_agents.transformer import CausalTransformer
+from metacontroller_agents.transformer import CausalTransformer, ModelConfig
 
 ENVS = ["PinPad-v0", "VisualPinPad-Three-v0", "SubgoalBabyAI-Pretrain-v0"]
 

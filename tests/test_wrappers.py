@@ -24,10 +24,9 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import metacontroller_envs  # noqa: F401
 from metacontroller_agents.checkpoint import model_state, save_checkpoint
-from metacontroller_agents.config import MetaControllerConfig, ModelConfig
 from metacontroller_agents.latent import LatentAgent
-from metacontroller_agents.metacontroller import Controller, MetaController
-from metacontroller_agents.transformer import CausalTransformer
+from metacontroller_agents.metacontroller import Controller, MetaController, MetaControllerConfig
+from metacontroller_agents.transformer import CausalTransformer, ModelConfig
 from metacontroller_envs.wrappers import LatentActionVectorWrapper, LatentActionWrapper
 
 TINY = {"width": 32, "depth": 2, "heads": 2, "mlp": 64}

@@ -38,36 +38,41 @@ class SubgoalBabyAIEnv(gym.Env):
     `Pretrain` and `Posttrain` are the compositional family: one 8 x 8 room holds six
     objects (a red ball, green key, blue box, purple ball, yellow key, grey box), and the
     mission chains three (pretraining, 24 tasks) or six (post-training, one task) subgoals
-    such as "go to the red ball, then pick up the green key, then go to the blue box". The
-    post-training task's subgoal-to-subgoal transitions never occur in pretraining.
-    `GoToSeq`, `MiniBossLevel` and `BossLevel` are minigrid's levels of those names.
-    minigrid's verifier decides success; its "Sampling rejected" prints are silenced.
+    in BabyAI's language, such as "go to the red ball, then pick up the green key, then go
+    to the blue box". The post-training task's subgoal-to-subgoal transitions never occur
+    in pretraining. `GoToSeq`, `MiniBossLevel` and `BossLevel` are minigrid's levels of
+    those names, with the same observation and subgoal labels. minigrid's verifier decides
+    success; its "Sampling rejected" prints are silenced. Keyword arguments: `level` (one
+    of the five above) and `render_mode` ("rgb_array" or "human").
 
     ## Action Space
     Discrete(7), minigrid's: 0 left, 1 right, 2 forward, 3 pickup, 4 drop, 5 toggle, 6 done.
 
     ## Observation
-    Box(uint8, (H*W*3 + 2 + 48,)), numbers only (no mission string), fully observable:
+    `Box(uint8, (H*W*3 + 2 + 48,))`, numbers only (no mission string), fully observable:
     the grid as minigrid encodes it, (type, colour, state) per cell, row-major, with the
     agent drawn in its cell as (agent, 0, direction); then the carried object
-    (type, colour), (empty, 0) for none; then the mission as 48 token ids of `VOCAB`, 0
-    padded. `obs_layout` gives the slices.
+    (type, colour), (empty, 0) for none; then the mission as 48 token ids of `VOCAB`
+    (`metacontroller_envs.babyai.vocab`), 0 padded. `obs_layout` gives the slices. Being
+    numbers only, it passes gymnasium's and SB3's `check_env` and works with
+    `AsyncVectorEnv(shared_memory=True)`.
+
+    `info` holds mission (text), subgoal_index (subgoals completed, from the verifier's
+    state), num_subgoals, task (the family's subgoal ids; empty for minigrid levels),
+    task_index (-1 for minigrid levels) and success.
 
     ## Rewards
-    minigrid's: 1 - 0.9 * (steps / max_steps) when the whole mission is done, else 0.
+    minigrid's: `1 - 0.9 * (steps / max_steps)` when the whole mission is done, else 0.
 
     ## Termination
     Terminated when the mission succeeds (or fails, for minigrid levels with strict
     instructions); truncated after minigrid's max_steps (64 per subgoal in the family).
 
-    ## Info
-    mission (text), subgoal_index (subgoals completed, from the verifier's state),
-    num_subgoals, task (the family's subgoal ids; empty for minigrid levels), task_index
-    (-1 for minigrid levels), success.
-
     ## Registered Configurations
-    `SubgoalBabyAI-Pretrain-v0`, `SubgoalBabyAI-Posttrain-v0`, `SubgoalBabyAI-GoToSeq-v0`,
-    `SubgoalBabyAI-MiniBossLevel-v0`, `SubgoalBabyAI-BossLevel-v0`.
+    - `SubgoalBabyAI-Pretrain-v0`: three-subgoal missions, one of the 24 pretraining tasks.
+    - `SubgoalBabyAI-Posttrain-v0`: the held-out six-subgoal mission.
+    - `SubgoalBabyAI-GoToSeq-v0`, `SubgoalBabyAI-MiniBossLevel-v0`,
+      `SubgoalBabyAI-BossLevel-v0`: minigrid's levels.
 
     ## Version History
     - v0: initial release.

@@ -2,8 +2,10 @@
 
 Episode k is the first episode after `reset(seed=seed + k)`, the seed Minari records with
 it, so any episode can be replayed from the dataset alone. PinPad uses the batched vector
-env and expert. The dataset is written in a hidden directory beside its final place and
-renamed into place when complete, so an interrupted run leaves no half dataset.
+env and expert. The dataset is written through Minari's public API
+(`minari.create_dataset_from_buffers`) into a hidden staging directory beside its final
+place and renamed into place when complete, so an interrupted run leaves no half dataset
+and never touches a previous dataset of the same id.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +28,19 @@ from gymnasium.vector import AutoresetMode
 import metacontroller_envs
 from metacontroller_envs import registry
 from metacontroller_envs.checks import check_count, check_env_id, check_epsilon
+from metacontroller_envs.data.episodes import FORMAT_VERSION
 from metacontroller_envs.experts import make_expert
 
-FORMAT_VERSION = 1
 #: Vector envs used to collect PinPad episodes in parallel.
 PINPAD_BATCH = 256
+#: Episodes that measure the reference scores: at most this many, and no more than the
+#: dataset holds, so a small dataset stays cheap to collect...
+REFERENCE_EPISODES = 100
+#: ...and no more once the random policy has played this many steps (long BabyAI levels).
+REFERENCE_STEPS = 20_000
+#: Episodes handed to Minari at a time: the dataset is written as it is played, never held
+#: whole in memory.
+WRITE_CHUNK = 1000
 
 
 def default_dataset_id(
@@ -173,10 +186,66 @@ def generate(
     return _single_env_episodes(env_id, episodes, epsilon, seed, env_kwargs)
 
 
+def reference_scores(
+    env_id: str,
+    episodes: int,
+    first_seed: int,
+    env_kwargs: dict[str, Any] | None = None,
+    max_steps: int = REFERENCE_STEPS,
+) -> tuple[float, float, int]:
+    """(ref_min_score, ref_max_score, n): mean returns of a uniformly random policy (the
+    action space sampled, seeded with `first_seed`) and of the expert at epsilon 0, both on
+    the n episodes after `reset(seed=first_seed + k)`. n is `episodes`, or fewer once the
+    random policy has played `max_steps` steps (at least one): a random episode runs to
+    the env's limit, up to 2,304 steps in SubgoalBabyAI-GoToSeq-v0."""
+    check_count("episodes", episodes)
+    env_kwargs = dict(env_kwargs or {})
+    env = gym.make(env_id, **env_kwargs)
+    env.action_space.seed(first_seed)
+    random_returns, steps = [], 0
+    while len(random_returns) < episodes and (not random_returns or steps < max_steps):
+        env.reset(seed=first_seed + len(random_returns))
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+        random_returns.append(total)
+    env.close()
+    n = len(random_returns)
+    expert = generate(env_id, n, 0.0, first_seed, env_kwargs)
+    expert_returns = [episode["rewards"].sum() for episode in expert]
+    return float(np.mean(random_returns)), float(np.mean(expert_returns)), n
+
+
 def dataset_path(dataset_id: str) -> Path:
+    """Where Minari keeps `dataset_id` (under MINARI_DATASETS_PATH, else ~/.minari/datasets)."""
     from minari.storage import get_dataset_path
 
     return Path(get_dataset_path(dataset_id))
+
+
+@contextmanager
+def _minari_root(root: Path) -> Iterator[None]:
+    """Point Minari at another datasets root for a while: its public API writes a dataset
+    under MINARI_DATASETS_PATH and takes no path of its own. Not thread-safe (it sets an
+    environment variable); collect() uses it for the staging root only."""
+    before = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["MINARI_DATASETS_PATH"]
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = before
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 def collect(
@@ -190,10 +259,16 @@ def collect(
     env_kwargs: dict[str, Any] | None = None,
 ) -> str:
     """Write `episodes` expert episodes of `env_id` (made with `env_kwargs`) as a Minari
-    dataset; returns its id."""
+    dataset; returns its id.
+
+    Episode k is played after `reset(seed=seed + k)`. The dataset's reference scores
+    (`ref_min_score`: a uniformly random policy, `ref_max_score`: the expert at epsilon 0;
+    see `reference_scores`) are measured on at most min(REFERENCE_EPISODES, episodes)
+    episodes from the seeds right after the dataset's own (seed + episodes, ...), which
+    none of its episodes uses."""
+    import minari
     from minari.data_collector import EpisodeBuffer
     from minari.dataset.minari_dataset import parse_dataset_id
-    from minari.dataset.minari_storage import MinariStorage
     from minari.namespace import create_namespace, list_local_namespaces
     from tqdm import tqdm
 
@@ -208,42 +283,16 @@ def collect(
         )
     if namespace is not None and namespace not in list_local_namespaces():
         create_namespace(namespace)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
         env = gym.make(env_id, **(env_kwargs or {}))
     except TypeError as error:
         raise ValueError(f"bad env_kwargs for {env_id}: {error}") from None
+    reference_seed = seed + episodes  # the seeds after the dataset's own
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"  # a datasets root
     try:
-        staging.mkdir()
-        storage = MinariStorage.new(
-            staging / "data",
-            observation_space=env.observation_space,
-            action_space=env.action_space,
-            env_spec=env.spec,
-            data_format="hdf5",
-            jpeg_encoding=False,  # exact observations, images included
-        )
-        storage.update_metadata(
-            {
-                "dataset_id": dataset_id,
-                "algorithm_name": f"{type(make_expert(env)).__name__} (epsilon={epsilon})",
-                "author": {"metacontroller-envs"},
-                "description": (
-                    f"{episodes} expert episodes of {env_id}; episode k was played after "
-                    f"reset(seed={seed} + k); epsilon={epsilon}."
-                ),
-                "minari_version": _minari_version(),
-                "metacontroller_envs": {
-                    "format_version": FORMAT_VERSION,
-                    "package_version": metacontroller_envs.__version__,
-                    "env_id": env_id,
-                    "episodes": episodes,
-                    "epsilon": epsilon,
-                    "seed": seed,
-                    "env_kwargs": env_kwargs or {},
-                },
-            }
+        ref_min, ref_max, reference_episodes = reference_scores(
+            env_id, min(REFERENCE_EPISODES, episodes), reference_seed, env_kwargs
         )
         buffers = (
             EpisodeBuffer(
@@ -261,22 +310,54 @@ def collect(
                      disable=not progress)
             )
         )  # fmt: skip
-        storage.update_episodes(buffers)
+        chunks = _chunks(buffers, WRITE_CHUNK)
+        with _minari_root(staging), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r"`(code_permalink|author_email)` is set to None")
+            dataset = minari.create_dataset_from_buffers(
+                dataset_id,
+                next(chunks),
+                env=env,
+                eval_env=env.spec,
+                algorithm_name=f"{type(make_expert(env)).__name__} (epsilon={epsilon})",
+                author="metacontroller-envs",
+                ref_min_score=ref_min,
+                ref_max_score=ref_max,
+                num_episodes_average_score=reference_episodes,
+                description=(
+                    f"{episodes} expert episodes of {env_id}; episode k was played after "
+                    f"reset(seed={seed} + k); epsilon={epsilon}. Reference scores: means over "
+                    f"{reference_episodes} episodes from seeds {reference_seed} on."
+                ),
+                data_format="hdf5",
+                jpeg_encoding=False,  # exact observations, images included
+            )
+            for chunk in chunks:
+                dataset.update_dataset_from_buffer(chunk)
+            dataset.storage.update_metadata(
+                {
+                    "metacontroller_envs": {
+                        "format_version": FORMAT_VERSION,
+                        "package_version": metacontroller_envs.__version__,
+                        "env_id": env_id,
+                        "episodes": episodes,
+                        "epsilon": epsilon,
+                        "seed": seed,
+                        "env_kwargs": env_kwargs or {},
+                        "reference_seed": reference_seed,
+                        "reference_episodes": reference_episodes,
+                    }
+                }
+            )
+        written = staging / dataset_id
         if final.exists():  # overwrite: swap, then delete the old one
             old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(final, old)
-            os.rename(staging, final)
+            os.rename(written, final)
             shutil.rmtree(old)
         else:
-            os.rename(staging, final)
+            os.rename(written, final)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
         env.close()
     return dataset_id
-
-
-def _minari_version() -> str:
-    import minari
-
-    return minari.__version__

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from metacontroller_envs.pinpad.tasks import PRETRAIN_TASKS, Task, parse_tasks
+from metacontroller_envs.pinpad.tasks import PRETRAIN_TASKS, SUBGOAL_SIZE, Task, parse_tasks
 
 #: Discrete(4) actions: index -> (row change, column change). Row 0 is the top of the grid.
 ACTION_NAMES: tuple[str, ...] = ("up", "right", "down", "left")
@@ -503,4 +503,4 @@ class PinPadBatch:
     @property
     def subgoal_index(self) -> np.ndarray:
         """(n,) which pair of the task is being pursued (= number of pairs completed)."""
-        return self.progress // 2
+        return self.progress // SUBGOAL_SIZE

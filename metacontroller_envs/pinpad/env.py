@@ -81,22 +81,32 @@ class PinPadEnv(gym.Env):
     colours, or the shortest solution longer than T) are redrawn at reset, so the expert
     solves every episode.
 
-    ## Action Space
-    Discrete(4): 0 up, 1 right, 2 down, 3 left. Moving into a wall or off the grid is a no-op.
-
-    ## Observation
-    Box(0, 1, (G*G*(W+O+1),), uint8): per cell (row-major), a one-hot over
-    {wall 0..W-1, colour 0..O-1, agent}; an empty cell is all zeros, and the agent channel is
-    set on top of a colour it stands on. 637 values for the paper's G=7, O=8, W=4. The task is
-    hidden, as in the paper; `task_in_obs=True` appends one-hot colours per task slot
-    (task_slots x O), one flag per slot that is set once that colour was visited, and the
-    next colour one-hot (O values, zeros once done): 699 values for PinPad-v0.
+    Keyword arguments: `grid_size` (G, 7), `num_colours` (O, 8), `num_walls` (W, 4),
+    `horizon` (T, 100), `task` (one task, e.g. "0-1-2-3") or `tasks` (a list of them; by
+    default the 16 pretraining tasks of Table A1), `task_in_obs` (see Observation),
+    `free_play`, `start_midway` and `render_mode` ("rgb_array" or "human").
     `free_play=True` imposes no task: any colour visit fills the next task slot, the episode
     ends after task_slots visits, and succeeds if they spell one of the tasks (for
     evaluating agents that must infer the task: here they choose it).
     `start_midway=True` starts each episode at a uniformly drawn slot of its task, the
     colours before it counted as visited and the agent on the last one (a reverse
     curriculum for training goal-conditioned agents).
+
+    ## Action Space
+    Discrete(4): 0 up, 1 right, 2 down, 3 left. Moving into a wall or off the grid is a no-op.
+
+    ## Observation
+    `Box(0, 1, (G*G*(W+O+1),), uint8)`: per cell (row-major), a one-hot over
+    {wall 0..W-1, colour 0..O-1, agent}; an empty cell is all zeros, and the agent channel is
+    set on top of a colour it stands on. 637 values for the paper's G=7, O=8, W=4. The task is
+    hidden, as in the paper; `task_in_obs=True` appends one-hot colours per task slot
+    (task_slots x O), one flag per slot that is set once that colour was visited, and the
+    next colour one-hot (O values, zeros once done): 699 values for PinPad-v0.
+    `obs_layout` gives the grid's shape and the slices.
+
+    `info` holds task (tuple of colours), task_index (into the env's task list),
+    subgoal_index (pairs completed, i.e. which pair is pursued), next_colour (-1 when done),
+    colours_visited and success.
 
     ## Rewards
     1 when the last colour of the task is visited, 0 otherwise.
@@ -105,14 +115,10 @@ class PinPadEnv(gym.Env):
     Terminated on success, or on visiting any colour that is not the next one (reward 0).
     Truncated after `horizon` steps (T = 100).
 
-    ## Info
-    task (tuple of colours), task_index (into the env's task list), subgoal_index (pairs
-    completed, i.e. which pair is pursued), next_colour (-1 when done), colours_visited,
-    success.
-
     ## Registered Configurations
     - `PinPad-v0`: the 16 pretraining tasks of Table A1, one drawn per episode.
-    - `PinPad-Posttrain-v0`: the held-out task 0-1-2-3-4-5-6-7-0-1-2-3.
+    - `PinPad-Posttrain-v0`: the held-out task 0-1-2-3-4-5-6-7-0-1-2-3, whose pair-to-pair
+      transitions never occur in pretraining.
 
     ## Version History
     - v0: initial release.
@@ -202,8 +208,8 @@ class PinPadEnv(gym.Env):
         return {
             "task": task,
             "task_index": int(b.task_index[row]),
-            "subgoal_index": progress // 2,
-            "next_colour": int(b.task[row, progress]),
+            "subgoal_index": int(b.subgoal_index[row]),
+            "next_colour": int(b.next_colour[row]),
             "colours_visited": progress,
             "success": bool(b.success[row]),
         }

@@ -32,6 +32,14 @@ POSTTRAIN_TASK: Task = (0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3)
 #: Colours form abstract subgoals two at a time: 0-1, 2-3, 4-5, 6-7.
 SUBGOAL_SIZE = 2
 
+#: The held-out ladder, rung -> task: the post-training task's first 2, 3 and 4 pairs, and
+#: the whole of it (6 pairs). Shorter rungs keep a first success within reach of a small
+#: model; none of their pair-to-pair transitions is in Table A1 either (tested).
+LADDER: dict[int, Task] = {
+    **{pairs: POSTTRAIN_TASK[: SUBGOAL_SIZE * pairs] for pairs in (2, 3, 4)},
+    6: POSTTRAIN_TASK,
+}
+
 #: The paper's 8 colours make 4 pairs.
 NUM_PAIRS = 4
 
@@ -73,6 +81,12 @@ def parse_tasks(tasks: Sequence[str | Iterable[int]], num_colours: int) -> tuple
             f"tasks must be a non-empty list of tasks such as [(0, 1, 4, 5)], got {tasks!r}"
         )
     return tuple(parse_task(t, num_colours) for t in tasks)
+
+
+def pair_transitions(task: Sequence[int]) -> set[tuple[int, int]]:
+    """The (pair, next pair) steps of a task made of whole pairs, e.g. 0-1-4-5 -> {(0, 2)}."""
+    pairs = [colour // SUBGOAL_SIZE for colour in task[::SUBGOAL_SIZE]]
+    return set(zip(pairs[:-1], pairs[1:], strict=True))
 
 
 def format_task(task: Iterable[int]) -> str:

@@ -147,19 +147,26 @@ class VisualPinPadEnv(gym.Env):
     """Director's Visual Pin Pad: walk over coloured pads in the order 1..N, from pixels.
 
     ## Description
-    A 14 x 16 map with a wall border holds N coloured pads (blocks of cells), N = 3..8 by
-    layout. A pad enters a sliding window of the last N distinct consecutive pads the player
-    stepped on. When the window reads 1, 2, ..., N the player earns the reward; after a
-    10-step pause the player respawns on a random free cell and the window is cleared.
+    Visual Pin Pad of Hafner et al. (2022), "Deep Hierarchical Planning from Pixels"
+    (Director). A 14 x 16 map with a wall border holds N coloured pads (blocks of cells),
+    N = 3..8 by layout. A pad enters a sliding window of the last N distinct consecutive pads
+    the player stepped on. When the window reads 1, 2, ..., N the player earns the reward;
+    after a 10-step pause the player respawns on a random free cell and the window is
+    cleared. Keyword arguments: `layout` ("three" ... "eight"), `max_steps` (2000) and
+    `render_mode` ("rgb_array" or "human").
 
     ## Action Space
     Discrete(5): 0 no-op, 1 down, 2 up, 3 right, 4 left. Walls block.
 
     ## Observation
-    Box(0, 255, (64, 64, 3), uint8): the map as 16 x 16 cells of 4 x 4 pixels. Pads are
+    `Box(0, 255, (64, 64, 3), uint8)`: the map as 16 x 16 cells of 4 x 4 pixels. Pads are
     tinted at 10% and in full colour while the player stands on them, the player is black,
     walls are grey, the last two rows show the window, and the floor turns pale green
     during the pause.
+
+    `info` holds subgoal_index (target pads done: the longest end of the window that starts
+    the target), window (pads in the window, 1-based), target, pause (steps left) and
+    successes.
 
     ## Rewards
     +10 each time the window equals the target sequence.
@@ -167,12 +174,8 @@ class VisualPinPadEnv(gym.Env):
     ## Termination
     Never terminates; truncated after `max_steps` steps (2000 by default).
 
-    ## Info
-    subgoal_index (target pads done: the longest end of the window that starts the
-    target), window (pads in the window, 1-based), target, pause (steps left), successes.
-
     ## Registered Configurations
-    `VisualPinPad-Three-v0` ... `VisualPinPad-Eight-v0`.
+    - `VisualPinPad-Three-v0` ... `VisualPinPad-Eight-v0`: the layouts with 3 to 8 pads.
 
     ## Version History
     - v0: initial release, following Director's rules.
