@@ -1,0 +1,131 @@
+"""The shared pretraining: expert data -> BC -> discovery, once per (family, seed).
+
+Every row that needs a base model or a MetaController asks Bench.pretrained, which builds
+it on first use under <out>/cache/pretrain/ and reuses it after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from metacontroller_agents.bc import BCConfig, train_bc
+from metacontroller_agents.discovery import DiscoveryConfig, train_discovery
+from metacontroller_agents.leaderboard.protocol import (
+    Cell,
+    Profile,
+    data_seed,
+    max_len,
+    pretrain_env,
+    read_json,
+    write_json,
+)
+from metacontroller_envs.data.collection import collect
+from metacontroller_envs.data.episodes import open_dataset
+
+
+@contextlib.contextmanager
+def minari_root(path: Path) -> Iterator[None]:
+    """Point Minari at `path`, so the benchmark's datasets stay in its cache folder."""
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["MINARI_DATASETS_PATH"]
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """A family's pretraining for one seed: its checkpoints and what each stage cost."""
+
+    folder: Path
+    record: dict[str, Any]
+
+    @property
+    def bc(self) -> Path:
+        return self.folder / "bc.pt"
+
+    @property
+    def discovery(self) -> Path:
+        return self.folder / "discovery.pt"
+
+
+@dataclass
+class Bench:
+    """One invocation: the profile, where results and the cache go, and the device."""
+
+    profile: Profile
+    out: Path
+    device: str = "auto"
+
+    @property
+    def cache(self) -> Path:
+        return self.out / "cache"
+
+    def cell_path(self, cell: Cell) -> Path:
+        return self.out / "cells" / f"{cell.name}.json"
+
+    def work(self, cell: Cell) -> Path:
+        """Where a cell keeps its checkpoints (in the cache, not committed)."""
+        return self.cache / "cells" / cell.name
+
+    def pretrained(self, family: str, seed: int, stage: str) -> Pretrained:
+        """The pretraining of `family` for `seed` up to `stage` ("bc" or "discovery"), built
+        on first use and cached; a cache made under other pretraining numbers is rebuilt."""
+        folder = self.cache / "pretrain" / f"{family}-seed{seed}"
+        record_path = folder / "pretrain.json"
+        wanted = self.profile.pretraining()
+        record = read_json(record_path)
+        if not isinstance(record, dict) or record.get("protocol") != wanted:
+            shutil.rmtree(folder, ignore_errors=True)
+            record = {"protocol": wanted, "family": family, "seed": seed}
+        p, env_id = self.profile, pretrain_env(family)
+        dataset = f"{family}/{env_id}/bench-seed{seed}-v0"
+        with minari_root(self.cache / "minari"):
+            if "bc" not in record:
+                start = time.perf_counter()
+                collect(env_id, p.data_episodes, seed=data_seed(seed), dataset_id=dataset,
+                        overwrite=True, progress=False)  # fmt: skip
+                collected = time.perf_counter()
+                config = BCConfig(
+                    dataset=dataset, preset=p.preset, steps=p.bc_steps, batch_size=p.batch_size,
+                    model_overrides={"max_len": max_len(family)}, eval_every=0,
+                    eval_episodes=1, checkpoint_every=p.bc_steps, seed=seed, device=self.device,
+                )  # fmt: skip
+                log: list[dict] = []
+                with contextlib.redirect_stdout(io.StringIO()):  # its 1-episode check's line
+                    train_bc(config, folder / "bc.pt", progress=False, log=log, overwrite=True)
+                record["data"] = {"dataset": dataset, "episodes": p.data_episodes,
+                                  "env_steps": int(open_dataset(dataset).total_steps),
+                                  "seconds": collected - start}  # fmt: skip
+                record["bc"] = {"steps": p.bc_steps, "seconds": time.perf_counter() - collected,
+                                "action_nll": log[-1]["action_nll"]}  # fmt: skip
+                write_json(record_path, record)
+            if stage == "discovery" and "discovery" not in record:
+                start = time.perf_counter()
+                config = DiscoveryConfig(
+                    base=str(folder / "bc.pt"), dataset=dataset, alpha=p.alpha,
+                    kl_warmup_steps=p.kl_warmup_steps, steps=p.discovery_steps,
+                    batch_size=p.batch_size, checkpoint_every=p.discovery_steps, seed=seed,
+                    device=self.device,
+                )  # fmt: skip
+                log = []
+                train_discovery(config, folder / "discovery.pt", progress=False, log=log,
+                                overwrite=True)  # fmt: skip
+                record["discovery"] = {
+                    "steps": p.discovery_steps, "seconds": time.perf_counter() - start,
+                    **{k: log[-1][k] for k in ("action_nll", "kl", "switches_per_episode")},
+                }  # fmt: skip
+                write_json(record_path, record)
+        return Pretrained(folder, record)
