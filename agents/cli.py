@@ -24,7 +24,7 @@ from metacontroller_agents.runs import load_config
 
 #: The config fields each `train` stage exposes as flags (see metacontroller_agents.configs).
 BC_FLAGS = ("dataset", "preset", "steps", "batch_size", "lr", "eval_every", "eval_episodes",
-            "seed", "device")  # fmt: skip
+            "checkpoint_every", "snapshot_every", "compile", "seed", "device")  # fmt: skip
 DISCOVER_FLAGS = ("base", "dataset", "alpha", "kl_warmup_steps", "layer", "force_switch",
                   "switch_noise", "cotrain", "steps", "batch_size", "lr", "seed",
                   "device")  # fmt: skip

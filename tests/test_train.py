@@ -184,3 +184,25 @@ def test_train_and_eval_commands(dataset, tmp_path, capsys):
     assert code == 2 and "unknown env id 'PinPad-v9'" in capsys.readouterr().err
     code = main(["train", "bc", "--dataset", "pinpad/nothing-v0", "--out", str(tmp_path / "n.pt")])
     assert code == 2 and "unknown dataset 'pinpad/nothing-v0'" in capsys.readouterr().err
+
+
+def test_snapshots_keep_the_checkpoints_of_every_nth_step(dataset, tmp_path):
+    path = tmp_path / "bc.pt"
+    train_bc(config(dataset, steps=4, checkpoint_every=1, snapshot_every=2), path,
+             progress=False)  # fmt: skip
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.name != "bc.pt")
+    assert kept == ["bc.step2.pt", "bc.step4.pt"]
+    assert load_checkpoint(tmp_path / "bc.step2.pt", "bc")["step"] == 2
+    with pytest.raises(ValueError, match="snapshot_every .3. must be a multiple"):
+        config(dataset, checkpoint_every=2, snapshot_every=3)
+
+
+def test_speed_and_snapshot_options_may_change_on_resume(dataset, tmp_path):
+    assert {"compile", "snapshot_every", "device"} <= BCConfig.RESUME_FREE
+    path = tmp_path / "bc.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_bc(config(dataset, steps=4, checkpoint_every=2), path, progress=False,
+                 log=CrashAfter(3))  # fmt: skip
+    train_bc(config(dataset, steps=4, checkpoint_every=2, compile=False, snapshot_every=2),
+             path, resume=True, progress=False)  # fmt: skip
+    assert load_checkpoint(path, "bc")["step"] == 4

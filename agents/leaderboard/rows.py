@@ -18,13 +18,11 @@ import numpy as np
 import torch
 
 from metacontroller_agents.checkpoint import load_checkpoint, load_model
-from metacontroller_agents.evolution import EvolutionConfig
-from metacontroller_agents.internal_rl import InternalRLConfig
 from metacontroller_agents.disco import WEIGHTS_ENV
 from metacontroller_agents.disco_agent import DiscoConfig, load_actor, train_disco
 from metacontroller_agents.evaluate import RolloutReport, rollout
-from metacontroller_agents.evolution import mean_codes, train_evolution
-from metacontroller_agents.internal_rl import InternalRL, train_internal_rl
+from metacontroller_agents.evolution import EvolutionConfig, mean_codes, train_evolution
+from metacontroller_agents.internal_rl import InternalRL, InternalRLConfig, train_internal_rl
 from metacontroller_agents.leaderboard.pretraining import Bench, Pretrained
 from metacontroller_agents.leaderboard.protocol import Cell, eval_seed
 from metacontroller_agents.sb3_baselines import ALGORITHMS, make_env, train_sb3
