@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,22 +25,8 @@ from metacontroller_agents.leaderboard.protocol import (
     read_json,
     write_json,
 )
-from metacontroller_envs.data.collection import collect
+from metacontroller_envs.data.collection import collect, minari_root
 from metacontroller_envs.data.episodes import open_dataset
-
-
-@contextlib.contextmanager
-def minari_root(path: Path) -> Iterator[None]:
-    """Point Minari at `path`, so the benchmark's datasets stay in its cache folder."""
-    previous = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(path)
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ["MINARI_DATASETS_PATH"]
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = previous
 
 
 @dataclass(frozen=True)

@@ -227,10 +227,10 @@ def dataset_path(dataset_id: str) -> Path:
 
 
 @contextmanager
-def _minari_root(root: Path) -> Iterator[None]:
-    """Point Minari at another datasets root for a while: its public API writes a dataset
-    under MINARI_DATASETS_PATH and takes no path of its own. Not thread-safe (it sets an
-    environment variable); collect() uses it for the staging root only."""
+def minari_root(root: str | Path) -> Iterator[None]:
+    """Point Minari at another datasets root for a while: its public API writes and finds
+    datasets under MINARI_DATASETS_PATH and takes no path of its own. Not thread-safe (it
+    sets an environment variable)."""
     before = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(root)
     try:
@@ -311,7 +311,7 @@ def collect(
             )
         )  # fmt: skip
         chunks = _chunks(buffers, WRITE_CHUNK)
-        with _minari_root(staging), warnings.catch_warnings():
+        with minari_root(staging), warnings.catch_warnings():
             warnings.filterwarnings("ignore", r"`(code_permalink|author_email)` is set to None")
             dataset = minari.create_dataset_from_buffers(
                 dataset_id,
