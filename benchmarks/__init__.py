@@ -1,1 +1,2 @@
-"""Benchmark scripts: throughput, the leaderboard (leaderboard.py) and the renderer (render.py)."""
+"""Speed scripts and the leaderboard entry point, run from a checkout as
+`python -m benchmarks.<name>` (never installed)."""

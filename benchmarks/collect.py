@@ -1,6 +1,6 @@
 """Time to collect expert datasets, and to load them back (a script, not a timed test).
 
-    python benchmarks/collect.py [--pinpad-episodes 10000] [--babyai-episodes 1000]
+    python -m benchmarks.collect [--pinpad-episodes 10000] [--babyai-episodes 1000]
 
 Writes to a temporary Minari root (MINARI_DATASETS_PATH), so nothing of yours is touched.
 Goal on the 2-core development machine: 10,000 PinPad-v0 episodes in <= 60 s.

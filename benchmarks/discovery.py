@@ -1,6 +1,6 @@
 """Speed of one discovery step, ours against metacontroller-pytorch 0.3.3, side by side.
 
-    python benchmarks/discovery.py [--width 128] [--depth 4] [--batch 2] [--steps 128]
+    python -m benchmarks.discovery [--width 128] [--depth 4] [--batch 2] [--steps 128]
 
 A discovery step is: the frozen base model with the MetaController in its residual stream
 on a batch of sequences, action NLL + KL, backward, an AdamW step of the controller. Ours

@@ -1,6 +1,6 @@
 """Primitive env-steps/s through the LatentActionWrapper (a script, not a test).
 
-    python benchmarks/latent_wrapper.py [--envs 1 256] [--seconds 10] [--checkpoint d.pt]
+    python -m benchmarks.latent_wrapper [--envs 1 256] [--seconds 10] [--checkpoint d.pt]
                                         [--device cpu] [--threads 1]
 
 Each wrapper step hands a random code z ~ N(0, I) to the frozen base model + MetaController,

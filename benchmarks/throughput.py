@@ -1,6 +1,6 @@
 """Environment throughput, measured side by side in one run (random actions, observations on).
 
-    python benchmarks/throughput.py [--seconds 3]
+    python -m benchmarks.throughput [--seconds 3]
 
 Prints single-env steps/s of gym.make("PinPad-v0") and of minigrid's BabyAI-GoToLocal-v0 and
 their ratio, then PinPadVectorEnv env-steps/s at N = 1, 64 and 4096.

@@ -1,6 +1,6 @@
 """Speed of the base transformer, measured side by side in one run (a script, not a test).
 
-    python benchmarks/transformer.py [--width 256] [--depth 6] [--batch 32] [--seconds 10]
+    python -m benchmarks.transformer [--width 256] [--depth 6] [--batch 32] [--seconds 10]
                                      [--threads N] [--bf16]
 
 1. Training tokens/s (forward + backward + AdamW step) of our CausalTransformer against

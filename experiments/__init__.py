@@ -1,0 +1,1 @@
+"""Research scripts, run from a checkout as `python -m experiments.<name>` (never installed)."""

@@ -223,7 +223,7 @@ def _read_hdf5_directly(dataset: Any, columns: dict[str, np.ndarray]) -> int:
     arrays EpisodeArrays keeps, with h5py's low-level calls, into place. Measured on 10,000
     PinPad-v0 episodes (313,545 steps; 2-core machine; CPU seconds): this reader 7.4-8.5 s,
     the public API (`_read_through_minari`, which decodes every column of every episode)
-    34-41 s, 4.4-5.0x slower (`python benchmarks/collect.py` prints the ratio); with h5py's
+    34-41 s, 4.4-5.0x slower (`python -m benchmarks.collect` prints the ratio); with h5py's
     high-level objects this reader took 18-21 s. A test checks that both readers give the
     same arrays. The info keys are those of episode 0 (collect() gives every episode the
     same keys)."""
