@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
 import torch
@@ -25,16 +25,20 @@ from metacontroller_agents.checkpoint import model_state
 from metacontroller_agents.data import resolve_device, to_torch
 from metacontroller_agents.evaluate import evaluate_model
 from metacontroller_agents.runs import (
+    RunOptions,
     batch_indices,
-    check_new_run,
     dataset_env_spec,
     load_run,
     make_optimizer,
     save_run,
+    start_job,
 )
 from metacontroller_agents.transformer import PRESETS, CausalTransformer, ModelConfig, ModelOutput
 from metacontroller_envs.checks import check_count
 from metacontroller_envs.data import load_episodes
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: Training defaults per preset: the paper's learning rate, and a faster schedule for small.
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
@@ -170,18 +174,11 @@ def snapshot_path(checkpoint: Path, step: int) -> Path:
     return checkpoint.with_name(f"{checkpoint.stem}.step{step}{checkpoint.suffix}")
 
 
-def train_bc(
-    config: BCConfig,
-    checkpoint: str | Path,
-    resume: bool = False,
-    progress: bool = True,
-    log: list[dict] | None = None,
-    overwrite: bool = False,
-) -> Path:
+def train_bc(config: BCConfig, checkpoint: str | Path, **options: Unpack[RunOptions]) -> Path:
     """Train (or resume, if `resume` and the checkpoint exists) and return the checkpoint.
     An existing checkpoint is never replaced by a new run unless `overwrite`."""
-    checkpoint = Path(checkpoint)
-    check_new_run(checkpoint, resume, overwrite)
+    job = start_job(checkpoint, options)
+    checkpoint = job.checkpoint
     device = resolve_device(config.device)
     spec = dataset_env_spec(config.dataset)
     env = gym.make(spec)
@@ -199,7 +196,7 @@ def train_bc(
         optimizer, lambda step: learning_rate_factor(config, step)
     )
     start_step = 0
-    if resume and checkpoint.exists():
+    if job.resume and checkpoint.exists():
         saved = load_run(checkpoint, "bc", config, device)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -218,7 +215,7 @@ def train_bc(
 
     bar = tqdm(
         range(start_step, config.steps), initial=start_step, total=config.steps,
-        desc="train bc", disable=not progress,
+        desc="train bc", disable=not job.progress,
     )  # fmt: skip
     metrics: dict = {}
     order_cache: dict = {}
@@ -248,8 +245,7 @@ def train_bc(
             if report.free_play_successes is not None:
                 metrics["free_play"] = report.free_play_successes / report.episodes
             bar.write(f"step {step + 1}: {report.line()}")
-        if log is not None:
-            log.append(dict(metrics))
+        job.record(metrics)
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
             save(step + 1, metrics)
     return checkpoint

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from metacontroller_agents.pretrained import resolve_checkpoint
 from metacontroller_agents.transformer import CausalTransformer, ModelConfig
 from metacontroller_envs.files import write_atomically
 
@@ -25,8 +26,9 @@ def load_checkpoint(
     path: str | Path, kind: str | tuple[str, ...], device: str | torch.device = "cpu"
 ) -> dict:
     """The checkpoint's content, or a ValueError that names the file and what is wrong.
-    `kind`: the kind of run it must hold, or a tuple of the kinds accepted."""
-    path = Path(path)
+    `kind`: the kind of run it must hold, or a tuple of the kinds accepted. `path` may name
+    a shipped agent as `pretrained:NAME` (metacontroller_agents.pretrained)."""
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}")
     try:

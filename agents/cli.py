@@ -20,6 +20,7 @@ from metacontroller_agents.disco_agent import DiscoConfig, train_disco
 from metacontroller_agents.discovery import DiscoveryConfig, train_discovery
 from metacontroller_agents.evolution import EvolutionConfig, train_evolution
 from metacontroller_agents.internal_rl import InternalRLConfig, train_internal_rl
+from metacontroller_agents.pretrained import add_pretrained_flag, pretrained_checkpoint
 from metacontroller_agents.runs import load_config
 
 #: The config fields each `train` stage exposes as flags (see metacontroller_agents.configs).
@@ -28,10 +29,11 @@ BC_FLAGS = ("dataset", "preset", "steps", "batch_size", "lr", "eval_every", "eva
 DISCOVER_FLAGS = ("base", "dataset", "alpha", "kl_warmup_steps", "layer", "force_switch",
                   "switch_noise", "cotrain", "steps", "batch_size", "lr", "seed",
                   "device")  # fmt: skip
-INTERNAL_RL_FLAGS = ("checkpoint", "env", "episodes", "batch_episodes", "num_envs", "lr",
-                     "advantage", "force_switch", "raw_actions", "seed", "device")  # fmt: skip
-ES_FLAGS = ("checkpoint", "env", "episodes", "population", "episodes_per_member", "sigma", "lr",
-            "force_switch", "seed", "device")  # fmt: skip
+INTERNAL_RL_FLAGS = ("checkpoint", "env", "env_kwargs", "episodes", "batch_episodes", "num_envs",
+                     "lr", "advantage", "force_switch", "raw_actions", "init_policy", "seed",
+                     "device")  # fmt: skip
+ES_FLAGS = ("checkpoint", "env", "env_kwargs", "episodes", "population", "episodes_per_member",
+            "sigma", "lr", "force_switch", "init_policy", "seed", "device")  # fmt: skip
 DISCO_FLAGS = ("env", "env_kwargs", "episodes", "steps", "until_success", "num_envs",
                "rollout_len", "batch_size", "lr", "seed", "device")  # fmt: skip
 
@@ -76,6 +78,9 @@ def add_train(commands: argparse._SubParsersAction, name: str, help: str) -> Non
     }.items():  # fmt: skip
         parser = add_stage(stages, stage, text, config_class, flags, out)
         parser.set_defaults(run=train_command, trainer=trainer)
+        if "checkpoint" in flags:
+            add_pretrained_flag(parser, "the shipped base model and MetaController NAME "
+                                "(instead of --checkpoint)")  # fmt: skip
     sb3 = stages.add_parser("sb3", help="Stable-Baselines3 on the raw env or on the codes")
     sb3.add_argument("--algo", default="ppo", choices=["ppo", "sac"])
     sb3.add_argument("--env", default="PinPad-Posttrain-v0")
@@ -100,7 +105,9 @@ def add_train(commands: argparse._SubParsersAction, name: str, help: str) -> Non
 
 def add_eval(commands: argparse._SubParsersAction, name: str, help: str) -> None:
     evaluate = commands.add_parser(name, help=help)
-    evaluate.add_argument("--checkpoint", required=True, help="from train bc or train disco")
+    evaluate.add_argument("--checkpoint", default=None,
+                          help="from train bc, disco, internal-rl or es")  # fmt: skip
+    add_pretrained_flag(evaluate, "a shipped agent NAME (instead of --checkpoint)")
     evaluate.add_argument("--env", default=None, help="default: the env it was trained on")
     evaluate.add_argument(
         "--env-kwargs",
@@ -109,7 +116,9 @@ def add_eval(commands: argparse._SubParsersAction, name: str, help: str) -> None
     )
     evaluate.add_argument("--episodes", type=int, default=1000)
     evaluate.add_argument("--num-envs", type=int, default=256)
-    evaluate.add_argument("--seed", type=int, default=10**6, help="episode k: seed + k")
+    evaluate.add_argument("--seed", type=int, default=None,
+                          help="episode k: seed + k (default: 10**6; for an internal-RL or ES "
+                          "policy, row r's layouts from seed + r, default 10**9)")  # fmt: skip
     evaluate.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(run=eval_command)
@@ -127,7 +136,10 @@ def add_analyze(commands: argparse._SubParsersAction, name: str, help: str) -> N
 
 def train_command(args: argparse.Namespace) -> int:
     """`train bc|discover|internal-rl|es`: the config from --config and the flags, then train."""
-    config = load_config(args.config_class, args.config, **given_flags(args, args.config_flags))
+    flags = given_flags(args, args.config_flags)
+    if getattr(args, "pretrained", None) is not None:
+        flags["checkpoint"] = pretrained_checkpoint(args)
+    config = load_config(args.config_class, args.config, **flags)
     path = args.trainer(config, Path(args.out), resume=args.resume, overwrite=args.overwrite)
     print(f"checkpoint: {path}")
     return 0
@@ -138,16 +150,29 @@ def eval_command(args: argparse.Namespace) -> int:
     from metacontroller_agents.data import resolve_device
     from metacontroller_agents.disco_agent import actor_from_checkpoint
     from metacontroller_agents.evaluate import evaluate_model
+    from metacontroller_agents.policies import EVAL_SEED, evaluate_policy
+    from metacontroller_agents.runs import POLICY_KINDS
     from metacontroller_envs.checks import check_env_id, check_env_kwargs
     from metacontroller_envs.cli import env_kwargs_from_json
 
+    checkpoint = pretrained_checkpoint(args)
+    if checkpoint is None:
+        raise ValueError("give --checkpoint PATH or --pretrained NAME")
     device = resolve_device(args.device)
-    payload = load_checkpoint(args.checkpoint, ("bc", DISCO_KIND), device)
+    payload = load_checkpoint(checkpoint, ("bc", DISCO_KIND, *POLICY_KINDS), device)
+    if payload["kind"] in POLICY_KINDS:  # internal RL or ES: its policy on fresh layouts
+        kwargs = None if args.env_kwargs is None else env_kwargs_from_json(args.env_kwargs)
+        if args.env is not None:
+            check_env_id(args.env, kwargs)
+        seed = EVAL_SEED if args.seed is None else args.seed
+        print(evaluate_policy(checkpoint, args.episodes, seed, str(device), args.env, kwargs,
+                              min(args.num_envs, 64)).line())  # fmt: skip
+        return 0
     if payload["kind"] == DISCO_KIND:  # the file is read once, above
-        model = actor_from_checkpoint(payload, args.checkpoint, device)
+        model = actor_from_checkpoint(payload, checkpoint, device)
         config = model.model_config
     else:
-        model = model_from_checkpoint(payload, args.checkpoint, device)
+        model = model_from_checkpoint(payload, checkpoint, device)
         config = model.config
     if args.env is None:
         spec = EnvSpec.from_json(payload["env_spec"])
@@ -165,9 +190,8 @@ def eval_command(args: argparse.Namespace) -> int:
             f"{spec.id} observations have shape {tuple(shape)}, the checkpoint's model reads "
             f"{config.obs_shape}: evaluate it on the env it was trained on"
         )
-    report = evaluate_model(
-        model, spec, args.episodes, device, args.num_envs, args.seed, args.greedy
-    )
+    seed = 10**6 if args.seed is None else args.seed
+    report = evaluate_model(model, spec, args.episodes, device, args.num_envs, seed, args.greedy)
     print(report.line())
     return 0
 

@@ -12,7 +12,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from tqdm import tqdm
@@ -27,16 +27,20 @@ from metacontroller_agents.metacontroller import (
     controlled_forward,
 )
 from metacontroller_agents.runs import (
+    RunOptions,
     batch_indices,
-    check_new_run,
     dataset_env_spec,
     load_run,
     make_optimizer,
     save_run,
+    start_job,
 )
 from metacontroller_agents.transformer import CausalTransformer
 from metacontroller_envs.checks import check_count
 from metacontroller_envs.data import load_episodes
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 @dataclass
@@ -132,17 +136,12 @@ def discovery_loss(
 
 
 def train_discovery(
-    config: DiscoveryConfig,
-    checkpoint: str | Path,
-    resume: bool = False,
-    progress: bool = True,
-    log: list[dict] | None = None,
-    overwrite: bool = False,
+    config: DiscoveryConfig, checkpoint: str | Path, **options: Unpack[RunOptions]
 ) -> Path:
     """Train a MetaController on `config.base` (frozen unless `cotrain`) and return the
     checkpoint, which also holds the base model so it stands on its own."""
-    checkpoint = Path(checkpoint)
-    check_new_run(checkpoint, resume, overwrite)
+    job = start_job(checkpoint, options)
+    checkpoint = job.checkpoint
     device = resolve_device(config.device)
     base, _ = load_model(config.base, device)
     spec = dataset_env_spec(config.dataset)
@@ -161,7 +160,7 @@ def train_discovery(
         optimizer, lambda step: min(1.0, (step + 1) / config.warmup_steps)
     )
     start_step = 0
-    if resume and checkpoint.exists():
+    if job.resume and checkpoint.exists():
         saved = load_run(checkpoint, "discovery", config, device)
         meta.load_state_dict(saved["controller"])
         base.load_state_dict(saved["model"])
@@ -176,7 +175,7 @@ def train_discovery(
 
     bar = tqdm(
         range(start_step, config.steps), initial=start_step, total=config.steps,
-        desc="train discover", disable=not progress,
+        desc="train discover", disable=not job.progress,
     )  # fmt: skip
     metrics: dict = {}
     order_cache: dict = {}
@@ -200,8 +199,7 @@ def train_discovery(
         metrics["step"] = step + 1
         bar.set_postfix(nll=f"{metrics['action_nll']:.4f}", kl=f"{metrics['kl']:.3f}",
                         sw=f"{metrics['switches_per_episode']:.2f}")  # fmt: skip
-        if log is not None:
-            log.append(dict(metrics))
+        job.record(metrics)
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
             save(step + 1, metrics)
     return checkpoint

@@ -20,7 +20,7 @@ import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -33,8 +33,11 @@ from metacontroller_agents.internal_rl import (
     LatentPolicy,
     episode_metrics,
 )
-from metacontroller_agents.runs import PolicyCheckpoint, check_new_run
+from metacontroller_agents.runs import PolicyCheckpoint, RunOptions, start_job
 from metacontroller_envs.checks import check_count
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 @dataclass
@@ -72,6 +75,9 @@ class EvolutionConfig:
     """A new code is chosen where beta_t > threshold."""
     force_switch: bool = False
     """Ablation: beta = 1 at every step."""
+    init_policy: str | None = None
+    """Curriculum (as internal RL's): start from the policy of an earlier ES or internal-RL
+    checkpoint, e.g. the previous ladder rung's; None: the prior's (mean code 0)."""
     checkpoint_every: int = 20
     """Updates between checkpoints."""
     seed: int = 0
@@ -101,7 +107,7 @@ class EvolutionConfig:
             checkpoint=self.checkpoint, env=self.env, env_kwargs=self.env_kwargs,
             episodes=self.episodes, batch_episodes=members, num_envs=members,
             hidden=self.hidden, threshold=self.threshold, force_switch=self.force_switch,
-            seed=self.seed, device=self.device,
+            init_policy=self.init_policy, seed=self.seed, device=self.device,
         )  # fmt: skip
 
 
@@ -188,17 +194,12 @@ def mean_codes(policy: LatentPolicy) -> CodeChooser:
 
 
 def train_evolution(
-    config: EvolutionConfig,
-    checkpoint: str | Path,
-    resume: bool = False,
-    progress: bool = True,
-    log: list[dict] | None = None,
-    overwrite: bool = False,
+    config: EvolutionConfig, checkpoint: str | Path, **options: Unpack[RunOptions]
 ) -> Path:
     """Run ES for `config.episodes` episodes; the checkpoint holds the centre policy, the
     optimiser and the history of success against episodes."""
-    checkpoint = Path(checkpoint)
-    check_new_run(checkpoint, resume, overwrite)
+    job = start_job(checkpoint, options)
+    checkpoint = job.checkpoint
     run = InternalRL(config.rollouts())
     centre: LatentPolicy = run.trained  # type: ignore[assignment]
     population = Population(centre, config.population, config.episodes_per_member)
@@ -206,7 +207,7 @@ def train_evolution(
     dimension = sum(p.numel() for p in evolved)
     optimizer = torch.optim.Adam(evolved, lr=config.lr, weight_decay=config.weight_decay)
     saved = PolicyCheckpoint(checkpoint, "evolution", config, centre, optimizer, run.device,
-                             resume)  # fmt: skip
+                             job.resume)  # fmt: skip
     start = saved.start
     per_update = config.population * config.episodes_per_member
     iterations = -(-config.episodes // per_update)
@@ -217,7 +218,7 @@ def train_evolution(
     layout_of_row = (member % pairs) * config.episodes_per_member + slot
     generator = torch.Generator(device=run.device)
     bar = tqdm(range(start, iterations), initial=start, total=iterations, desc="evolution",
-               disable=not progress)  # fmt: skip
+               disable=not job.progress)  # fmt: skip
     clock = time.perf_counter()
     for iteration in bar:
         generator.manual_seed(config.seed * 1_000_003 + iteration)
@@ -239,8 +240,7 @@ def train_evolution(
             "seconds": time.perf_counter() - clock,
         }
         saved.history.append(metrics)
-        if log is not None:
-            log.append(dict(metrics))
+        job.record(metrics)
         bar.set_postfix(success=f"{metrics['success']:.3f}")
         if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == iterations:
             saved.save(iteration + 1)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -34,9 +34,12 @@ from tqdm import tqdm
 from metacontroller_agents.analysis import load_metacontroller
 from metacontroller_agents.data import resolve_device
 from metacontroller_agents.latent import LatentAgent
-from metacontroller_agents.runs import PolicyCheckpoint, check_new_run
+from metacontroller_agents.runs import PolicyCheckpoint, RunOptions, load_initial_policy, start_job
 from metacontroller_envs.checks import check_count, check_env_kwargs
 from metacontroller_envs.wrappers import switch_fires
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: How returns become advantages (InternalRLConfig.advantage).
 ADVANTAGES = ("batch", "group")
@@ -84,6 +87,10 @@ class InternalRLConfig:
     raw_actions: bool = False
     """Baseline: the same algorithm on the base model's own action distribution (the
     MetaController off), fine-tuning the whole base model."""
+    init_policy: str | None = None
+    """Curriculum (beyond the paper): start from the trained policy of an earlier run's
+    checkpoint (internal RL or ES, same policy shape), e.g. the previous ladder rung's;
+    None: from the prior (the paper's), or the base model itself with raw_actions."""
     checkpoint_every: int = 20
     """Updates between checkpoints."""
     seed: int = 0
@@ -236,6 +243,8 @@ class InternalRL:
             self.trained: nn.Module = base
         else:
             self.trained = LatentPolicy(base.config.width, meta.config.latent_dim, config.hidden)
+        if config.init_policy is not None:
+            load_initial_policy(self.trained, config.init_policy, self.device)
         self.trained.to(self.device)
         self.generator = torch.Generator(device=self.device)
 
@@ -355,25 +364,20 @@ def episode_metrics(episodes: Episodes) -> dict[str, float]:
 
 
 def train_internal_rl(
-    config: InternalRLConfig,
-    checkpoint: str | Path,
-    resume: bool = False,
-    progress: bool = True,
-    log: list[dict] | None = None,
-    overwrite: bool = False,
+    config: InternalRLConfig, checkpoint: str | Path, **options: Unpack[RunOptions]
 ) -> Path:
     """Run internal RL (or a baseline) for `config.episodes` episodes; the checkpoint holds
     the trained policy and `log`-style history of success against episodes."""
-    checkpoint = Path(checkpoint)
-    check_new_run(checkpoint, resume, overwrite)
+    job = start_job(checkpoint, options)
+    checkpoint = job.checkpoint
     run = InternalRL(config)
     optimizer = torch.optim.Adam(run.trained.parameters(), lr=config.lr)
     saved = PolicyCheckpoint(checkpoint, "internal_rl", config, run.trained, optimizer,
-                             run.device, resume)  # fmt: skip
+                             run.device, job.resume)  # fmt: skip
     start = saved.start
     iterations = -(-config.episodes // config.batch_episodes)
     bar = tqdm(range(start, iterations), initial=start, total=iterations,
-               desc="internal rl", disable=not progress)  # fmt: skip
+               desc="internal rl", disable=not job.progress)  # fmt: skip
     clock = time.perf_counter()
     for iteration in bar:
         episodes = run.collect(iteration)
@@ -399,8 +403,7 @@ def train_internal_rl(
             "seconds": time.perf_counter() - clock,
         }
         saved.history.append(metrics)
-        if log is not None:
-            log.append(dict(metrics))
+        job.record(metrics)
         bar.set_postfix(success=f"{metrics['success']:.3f}",
                         choices=f"{metrics['choices_per_episode']:.1f}")  # fmt: skip
         if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == iterations:

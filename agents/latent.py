@@ -157,6 +157,17 @@ class LatentAgent:
         base, meta, _ = load_metacontroller(path, resolve_device(device))
         return cls(base, meta, num_envs, device, sample, seed)
 
+    @classmethod
+    def pretrained(
+        cls, name: str = "PinPad-v0", num_envs: int = 1, device: str | torch.device = "cpu",
+        sample: bool = False, seed: int = 0,
+    ) -> LatentAgent:  # fmt: skip
+        """A shipped base model and MetaController by name (metacontroller_agents.pretrained:
+        `names()` lists them), e.g. to drive LatentActionWrapper without training."""
+        from metacontroller_agents.pretrained import PREFIX
+
+        return cls.from_checkpoint(PREFIX + name, num_envs, device, sample, seed)
+
     # -- the LatentController protocol ----------------------------------------------------
 
     @property

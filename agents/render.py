@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from metacontroller_agents.players import AGENTS, make_player
+from metacontroller_agents.pretrained import add_pretrained_flag, pretrained_checkpoint
 from metacontroller_envs.checks import check_count, check_env_id
 from metacontroller_envs.video import RenderResult, check_suffix, film, make_env
 
@@ -29,9 +30,11 @@ def render_video(
     device: str = "cpu",
     env_kwargs: dict[str, Any] | None = None,
     greedy: bool = False,
+    solved_only: bool = False,
 ) -> RenderResult:
     """Film `agent` for `episodes` episodes of `env_id` (default: its checkpoint's env)
-    into `out` (.mp4 or .gif). Bad input raises a ValueError before anything is played."""
+    into `out` (.mp4 or .gif); `solved_only`: its successful episodes only. Bad input raises a
+    ValueError before anything is played."""
     out = check_suffix(out)
     check_count("episodes", episodes)
     check_count("fps", fps)
@@ -49,7 +52,8 @@ def render_video(
                 f"{tuple(model.base.config.obs_shape)}: render it on the env it was trained on"
             )
     try:
-        return film(env, player, out, episodes, seed, fps, hold, f"{env.spec.id}  {agent}")
+        return film(env, player, out, episodes, seed, fps, hold, f"{env.spec.id}  {agent}",
+                    solved_only)  # fmt: skip
     finally:
         env.close()
 
@@ -62,6 +66,7 @@ def add_command(commands: argparse._SubParsersAction, name: str, help: str) -> N
     render.add_argument("--checkpoint", default=None,
                         help="bc: a BC checkpoint; metacontroller: a discovery checkpoint; "
                              "internal-rl: an internal-RL checkpoint")  # fmt: skip
+    add_pretrained_flag(render, "a shipped agent NAME (instead of --checkpoint)")
     render.add_argument("--episodes", type=int, default=1)
     render.add_argument("--out", required=True, help="videos/NAME.mp4 or videos/NAME.gif")
     render.add_argument("--seed", type=int, default=0, help="episode k: reset(seed=seed + k)")
@@ -70,14 +75,18 @@ def add_command(commands: argparse._SubParsersAction, name: str, help: str) -> N
     render.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     render.add_argument("--env-kwargs", default="{}", help='JSON, e.g. \'{"task": "0-1"}\'')
     render.add_argument("--greedy", action="store_true", help="bc: argmax, not sampled actions")
+    render.add_argument("--solved-only", action="store_true",
+                        help="film only episodes that succeed (seeds from --seed on)")  # fmt: skip
     render.set_defaults(run=render_command)
 
 
 def render_command(args: argparse.Namespace) -> int:
     from metacontroller_envs.cli import env_kwargs_from_json
 
-    result = render_video(args.env, args.agent, args.out, args.episodes, args.checkpoint,
+    result = render_video(args.env, args.agent, args.out, args.episodes,
+                          pretrained_checkpoint(args),
                           args.seed, args.fps, args.hold, args.device,
-                          env_kwargs_from_json(args.env_kwargs), args.greedy)  # fmt: skip
+                          env_kwargs_from_json(args.env_kwargs), args.greedy,
+                          args.solved_only)  # fmt: skip
     print(result.line())
     return 0

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -98,6 +99,44 @@ def make_optimizer(
     return torch.optim.AdamW(groups, lr=lr, weight_decay=0.0, betas=betas)
 
 
+class RunOptions(TypedDict, total=False):
+    """The keyword options of every checkpointed trainer (train_bc, train_discovery,
+    train_internal_rl, train_evolution)."""
+
+    resume: bool  # continue the run in the checkpoint if it exists (default False)
+    overwrite: bool  # a new run may replace an existing checkpoint (default False)
+    progress: bool  # show a progress bar (default True)
+    log: list[dict] | None  # also append each logged metrics dict here (default None)
+
+
+@dataclass(frozen=True)
+class TrainerJob:
+    """A trainer's checkpoint and its RunOptions."""
+
+    checkpoint: Path
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    log: list[dict] | None = None
+
+    def record(self, metrics: dict) -> None:
+        """Hand a copy of `metrics` to the caller's log, if it gave one."""
+        if self.log is not None:
+            self.log.append(dict(metrics))
+
+
+def start_job(checkpoint: str | Path, options: RunOptions) -> TrainerJob:
+    """The job of a trainer called with `checkpoint` and `options`: a TypeError for an
+    unknown option, a ValueError if a new run would replace a checkpoint unasked."""
+    known = sorted(RunOptions.__annotations__)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(f"unknown trainer options {unknown}: known are {known}")
+    job = TrainerJob(Path(checkpoint), **options)
+    check_new_run(job.checkpoint, job.resume, job.overwrite)
+    return job
+
+
 def check_new_run(checkpoint: Path, resume: bool, overwrite: bool) -> None:
     """A new run never replaces an existing checkpoint unless asked to."""
     if checkpoint.exists() and not (resume or overwrite):
@@ -169,6 +208,23 @@ def save_run(
         step=step,
         metrics=metrics,
     )
+
+
+#: The runs whose trained policy another run may start from (InternalRLConfig.init_policy).
+POLICY_KINDS = ("internal_rl", "evolution")
+
+
+def load_initial_policy(policy: nn.Module, path: str | Path, device: torch.device) -> None:
+    """Start `policy` from the policy an earlier run trained (a curriculum: the previous
+    rung's run), or a ValueError that says why it cannot."""
+    saved = load_checkpoint(path, POLICY_KINDS, device)
+    try:
+        policy.load_state_dict(saved["policy"])
+    except (KeyError, RuntimeError) as error:
+        raise ValueError(
+            f"init_policy {path} does not hold a policy of this run's shape (a latent policy "
+            f"or, with raw_actions, a base model like this one): {error}"
+        ) from None
 
 
 class PolicyCheckpoint:

@@ -174,11 +174,13 @@ def train_sb3(
     out: str | Path | None = None,
     save: str | Path | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    init: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Train SB3's `algo` on `env_id` (or on its latent wrapper) for `episodes` episodes;
     returns (and writes to `out` as JSON) the success history. `save`: also write the
     trained model there (SB3's zip, atomically), to evaluate it later. `env_kwargs`: keyword
-    arguments of gym.make (e.g. {"task_in_obs": True})."""
+    arguments of gym.make (e.g. {"task_in_obs": True}). `init`: continue the SB3 model saved
+    there (a curriculum: the previous rung's) instead of a new one."""
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown algo {algo!r}: use one of {list(ALGORITHMS)}")
     check_count("episodes", episodes)
@@ -190,7 +192,11 @@ def train_sb3(
             f"SAC needs a continuous (Box) action space; {env_id} has {env.action_space}: "
             "drive it through the latent wrapper (--latent CHECKPOINT) or use ppo"
         )
-    model = ALGORITHMS[algo]("MlpPolicy", env, seed=seed, device=torch_device, verbose=0)
+    if init is not None:
+        model = ALGORITHMS[algo].load(init, env=env, device=torch_device)
+        model.set_random_seed(seed)
+    else:
+        model = ALGORITHMS[algo]("MlpPolicy", env, seed=seed, device=torch_device, verbose=0)
     budget = EpisodeBudget(episodes, every, out)
     model.learn(total_timesteps=10**12, callback=budget)
     if save is not None:

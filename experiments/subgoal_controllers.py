@@ -1,7 +1,8 @@
 """Is the base model linearly steerable to a pair, whatever came before? (The paper's Fig. 4.)
 
     python -m experiments.subgoal_controllers --base BC.pt --dataset pinpad/PinPad-v0/expert-v0 \
-        [--layers 0 1 2 3 4] [--steps 300] [--episodes 256]
+        [--layers 0 1 2 3 4] [--envs PinPad-v0 PinPad-Ladder2-v0 ...] [--steps 300] \
+        [--episodes 256]
 
 Before any metacontroller: one low-rank linear controller per pair, e <- e + A_g (B_g^T e)
 at one layer, trained with the ground-truth pair labels of the expert data (action NLL,
@@ -163,6 +164,8 @@ def main() -> None:
     parser.add_argument("--dataset", required=True, help="PinPad-v0 expert data")
     parser.add_argument("--layers", type=int, nargs="+", default=None,
                         help="layers to control (default: every one, 0..depth)")  # fmt: skip
+    parser.add_argument("--envs", nargs="+", default=["PinPad-v0", "PinPad-Posttrain-v0"],
+                        help="PinPad env ids to play (e.g. the ladder's rungs)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--episodes", type=int, default=256)
@@ -183,8 +186,8 @@ def main() -> None:
     data = load_episodes(args.dataset, spec)
     print(f"base {args.base} (depth {depth}), {args.steps} steps of {args.batch_size} episodes "
           f"per layer, {args.episodes} evaluation episodes per env")  # fmt: skip
-    print("| layer | NLL | PinPad-v0 success (colours) | PinPad-Posttrain-v0 success (colours) |")
-    print("|---|---|---|---|")
+    print("| layer | NLL | " + " | ".join(f"{env} success (colours)" for env in args.envs) + " |")
+    print("|---|---|" + "---|" * len(args.envs))
     eval_seed = args.seed + 10**7
     rows = [("none", None, float("nan"), 0)]
     for layer in layers:
@@ -195,7 +198,7 @@ def main() -> None:
         print(f"  (layer {layer} trained in {time.perf_counter() - clock:.0f} s)", flush=True)
     for name, controllers, nll, layer in rows:
         cells = [success_rate(base, controllers, layer, env, args.episodes, eval_seed, device)
-                 for env in ("PinPad-v0", "PinPad-Posttrain-v0")]  # fmt: skip
+                 for env in args.envs]  # fmt: skip
         print(f"| {name} | {nll:.3f} | " + " | ".join(f"{s:.3f} ({c:.2f})" for s, c in cells)
               + " |", flush=True)  # fmt: skip
 

@@ -312,6 +312,10 @@ class RenderResult:
         )
 
 
+#: With solved_only, seeds tried per episode wanted before giving up.
+SOLVED_TRIES = 50
+
+
 def render_frames(
     env: gym.Env,
     player: Player,
@@ -320,27 +324,36 @@ def render_frames(
     hold: int = 4,
     title: str = "",
     results: list[EpisodeResult] | None = None,
+    solved_only: bool = False,
 ) -> Iterator[np.ndarray]:
     """The frames of `episodes` episodes (episode k from reset(seed=seed + k)): T + 1 per
     episode of T steps, then `hold` copies of its last. Appends each episode's result to
-    `results` when given."""
+    `results` when given. `solved_only`: play seeds seed, seed + 1, ... and keep only the
+    episodes that succeed, until `episodes` are kept (a ValueError if none is within
+    SOLVED_TRIES seeds per episode wanted)."""
     check_count("episodes", episodes)
     check_count("hold", hold, minimum=0)
     layout: Layout | None = None
-    for k in range(episodes):
+    kept = 0
+    for k in range(episodes * SOLVED_TRIES if solved_only else episodes):
+        if kept == episodes:
+            return
         episode_seed = seed + k
         observation, info = env.reset(seed=episode_seed)
         player.start(env, episode_seed)
         betas: list[float] = []
+        frames: list[np.ndarray] = []
         steps, total, done, outcome = 0, 0.0, False, "running"
         while True:
-            text = FrameText(title, f"episode {k + 1}/{episodes}", steps, total, outcome)
+            text = FrameText(title, f"episode {kept + 1}/{episodes}", steps, total, outcome)
             grid = env.render()
             if layout is None:
                 layout = Layout.for_frame(grid, info, player.threshold is not None)
             frame = draw_frame(layout, grid, text, info, betas, player.threshold,
                                player.max_steps)  # fmt: skip
-            yield frame
+            frames.append(frame)
+            if not solved_only:
+                yield frame
             if done:
                 break
             action, beta = player.act(observation)
@@ -354,10 +367,20 @@ def render_frames(
             if done:
                 success = episode_success(info)
                 outcome = "success" if success else "cut" if cut else "failure"
+        if solved_only and not success:
+            continue
+        kept += 1
+        if solved_only:
+            yield from frames
         for _ in range(hold):
             yield frame
         if results is not None:
             results.append(EpisodeResult(episode_seed, steps, total, success, cut))
+    if solved_only and kept == 0:
+        raise ValueError(
+            f"no episode succeeded in {episodes * SOLVED_TRIES} seeds from {seed}: "
+            "nothing to film with solved_only"
+        )
 
 
 def write_video(frames: Iterator[np.ndarray], path: str | Path, fps: int) -> int:
@@ -400,12 +423,13 @@ def film(
     fps: int = 10,
     hold: int = 4,
     title: str = "",
+    solved_only: bool = False,
 ) -> RenderResult:
     """Film `player` for `episodes` episodes of `env` (made with render_mode="rgb_array")
-    into `out` (.mp4 or .gif), atomically."""
+    into `out` (.mp4 or .gif), atomically; `solved_only`: successful episodes only."""
     out = check_suffix(out)
     check_count("fps", fps)
     results: list[EpisodeResult] = []
-    frames = render_frames(env, player, episodes, seed, hold, title, results)
+    frames = render_frames(env, player, episodes, seed, hold, title, results, solved_only)
     count = write_video(frames, out, fps)
     return RenderResult(out, count, fps, tuple(results))

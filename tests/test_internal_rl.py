@@ -145,3 +145,53 @@ def test_commands_run_internal_rl_and_the_sb3_rows(discovery_checkpoint, tmp_pat
     capsys.readouterr()
     assert main(["train", "sb3", "--algo", "sac", "--env", "PinPad-v0", "--episodes", "2"]) == 2
     assert "SAC needs a continuous (Box) action space" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [{}, {"raw_actions": True}])
+def test_a_curriculum_starts_from_the_previous_runs_policy(discovery_checkpoint, tmp_path, extra):
+    first = small_run(discovery_checkpoint, env="PinPad-v0", env_kwargs={"task": "0"}, **extra)
+    path = train_internal_rl(first, tmp_path / "rung1.pt", progress=False)
+    trained = load_checkpoint(path, "internal_rl")["policy"]
+    # the next rung: any task string, the policy taken over from the first
+    second = small_run(discovery_checkpoint, env="PinPad-v0", env_kwargs={"task": "0-1-2"},
+                       init_policy=str(path), **extra)  # fmt: skip
+    run = InternalRL(second)
+    for name, value in run.trained.state_dict().items():
+        torch.testing.assert_close(value, trained[name])
+    fresh = InternalRL(small_run(discovery_checkpoint, **extra)).trained.state_dict()
+    assert any(not torch.equal(fresh[name], trained[name]) for name in trained)
+
+
+def test_a_curriculum_refuses_a_policy_of_another_shape(discovery_checkpoint, tmp_path):
+    path = train_internal_rl(small_run(discovery_checkpoint), tmp_path / "z.pt", progress=False)
+    with pytest.raises(ValueError, match="does not hold a policy of this run's shape"):
+        InternalRL(small_run(discovery_checkpoint, raw_actions=True, init_policy=str(path)))
+    with pytest.raises(ValueError, match="holds a 'discovery' run"):
+        InternalRL(small_run(discovery_checkpoint, init_policy=discovery_checkpoint))
+
+
+def test_the_ladder_script_runs_rung_by_rung_and_resumes(discovery_checkpoint, tmp_path,
+                                                         monkeypatch, capsys):  # fmt: skip
+    import sys
+
+    from experiments import ladder
+
+    out = tmp_path / "ladder"
+    argv = ["ladder", "run", "--checkpoint", discovery_checkpoint, "--method", "internal-rl",
+            "--rungs", "PinPad-Ladder2-v0", "PinPad-Ladder3-v0", "--episodes", "128",
+            "--eval-episodes", "64", "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    ladder.main()
+    folder = out / "internal-rl" / "seed0"
+    results = [json.loads((folder / f"{rung}.json").read_text())
+               for rung in ("PinPad-Ladder2-v0", "PinPad-Ladder3-v0")]  # fmt: skip
+    assert results[0]["started_from"] is None
+    assert results[1]["started_from"] == str(folder / "PinPad-Ladder2-v0.pt")
+    assert all(r["eval"]["episodes"] == 64 and len(r["history"]) == 1 for r in results)
+    capsys.readouterr()
+    ladder.main()  # finished rungs are skipped
+    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(sys, "argv", ["ladder", "report", "--out", str(out)])
+    ladder.main()
+    table = capsys.readouterr().out
+    assert "| PinPad-Ladder2-v0 |" in table and "| PinPad-Ladder3-v0 |" in table

@@ -239,3 +239,20 @@ def test_record_video_records_an_episode(env_id, tmp_path, moviepy_or_stand_in):
     (video,) = (tmp_path / "videos").glob("*.mp4")
     frames = mp4_frames(video)
     assert len(frames) == steps + 1 and frames.shape[1:] == shape
+
+
+def test_solved_only_films_the_successes_alone():
+    def play(episodes, task, solved_only):
+        results: list = []
+        env = make_env("PinPad-v0", {"task": task}, None)
+        frames = list(render_frames(env, make_player("random")[0], episodes, 0, 0,
+                                    results=results, solved_only=solved_only))  # fmt: skip
+        return frames, results
+
+    _, results = play(30, "0", solved_only=False)
+    solved = [r for r in results if r.success]
+    assert 0 < len(solved) < len(results)  # random play visits one colour now and then
+    frames, kept = play(1, "0", solved_only=True)
+    assert [r.seed for r in kept] == [solved[0].seed] and len(frames) == solved[0].length + 1
+    with pytest.raises(ValueError, match="no episode succeeded"):
+        play(1, "0-1-2-3-4-5-6-7", solved_only=True)

@@ -1,0 +1,260 @@
+"""The held-out ladder: internal RL against its baselines on compositions of 2, 3, 4 and 6
+pairs whose every pair-to-pair transition is absent from pretraining.
+
+    python -m experiments.ladder run --checkpoint DISC.pt --method internal-rl --seed 0 \
+        --episodes 12800 [--rungs PinPad-Ladder2-v0 ...] [--no-curriculum] --out ladder/
+    python -m experiments.ladder report --out ladder/ [--plot curves.png]
+
+`run` trains one method on each rung in turn; with the curriculum (the default) each rung
+starts from the policy the method ended the previous rung with, the same help for every
+method (internal RL and beta = 1: the z-policy; raw-action RL: the fine-tuned base model;
+ES: the evolved policy; PPO: SB3's whole model). Each rung's run is a checkpoint under
+OUT/<method>/seed<S>/, resumed after an interruption; a rung whose result file exists is
+skipped. The result holds the training curve (success of each batch against episodes)
+and a separate evaluation of the final policy on layouts no training used.
+
+`report` prints one markdown table, rung x method: evaluation success, mean over seeds with
+a 95% t-interval when there are several, else the Wilson interval of its episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import metacontroller_envs  # noqa: F401
+from metacontroller_agents.evolution import EvolutionConfig, train_evolution
+from metacontroller_agents.internal_rl import InternalRLConfig, train_internal_rl
+from metacontroller_agents.policies import EVAL_SEED, evaluate_policy
+from metacontroller_agents.sb3_baselines import ALGORITHMS, make_env, train_sb3
+from metacontroller_envs.evaluate import wilson_interval
+from metacontroller_envs.files import write_atomically
+from metacontroller_envs.registry import ladder_ids
+
+#: The methods, as the internal-RL config fields (or SB3 setting) that make each.
+METHODS = {
+    "internal-rl": {},
+    "beta1": {"force_switch": True},
+    "raw-actions": {"raw_actions": True},
+    "es": "es",
+    "ppo-raw": "sb3",
+    "ppo-latent": "sb3",
+}
+
+#: Two-sided 95% t critical values by degrees of freedom (seeds - 1).
+T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
+
+
+def evaluate_rung(method: str, trained: Path, disc: str, env_id: str, episodes: int,
+                  device: str) -> dict[str, Any]:  # fmt: skip
+    """Success of a finished rung's policy on `episodes` fresh layouts, played as trained."""
+    if METHODS[method] == "sb3":
+        return evaluate_sb3(trained, disc if method == "ppo-latent" else None, env_id,
+                            episodes, device)  # fmt: skip
+    report = evaluate_policy(trained, episodes, EVAL_SEED, device, env=env_id)
+    return {"episodes": report.episodes, "successes": report.successes,
+            "success": report.success_rate,
+            "interval": wilson_interval(report.successes, report.episodes)}  # fmt: skip
+
+
+def evaluate_sb3(model_path: Path, disc: str | None, env_id: str, episodes: int,
+                 device: str) -> dict[str, Any]:  # fmt: skip
+    """An SB3 model's success, sampled actions, one episode per seed from EVAL_SEED."""
+    env = make_env(env_id, disc, device, EVAL_SEED)
+    model = ALGORITHMS["ppo"].load(model_path, device=device)
+    wins = 0
+    for i in range(episodes):
+        obs, _ = env.reset(seed=EVAL_SEED + i)
+        done, total = False, 0.0
+        while not done:
+            action, _ = model.predict(obs, deterministic=False)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        wins += total > 0
+    env.close()
+    return {"episodes": episodes, "successes": wins, "success": wins / episodes,
+            "interval": wilson_interval(wins, episodes)}  # fmt: skip
+
+
+def run_rung(method: str, disc: str, env_id: str, episodes: int, seed: int, out: Path,
+             previous: Path | None, device: str) -> Path:  # fmt: skip
+    """Train `method` on one rung (resuming its checkpoint), starting from `previous`."""
+    if METHODS[method] == "sb3":
+        model = out.with_suffix(".zip")
+        if not model.exists():
+            history = train_sb3("ppo", env_id, episodes, latent=disc if method == "ppo-latent"
+                                else None, seed=seed, device=device, every=128,
+                                out=out.with_suffix(".history.json"), save=model,
+                                init=previous)  # fmt: skip
+            del history
+        return model
+    if METHODS[method] == "es":
+        config: Any = EvolutionConfig(
+            checkpoint=disc,
+            env=env_id,
+            episodes=episodes,
+            seed=seed,
+            init_policy=previous and str(previous),
+            device=device,
+        )
+        train_evolution(config, out, resume=out.exists(), progress=False)
+        return out
+    config = InternalRLConfig(checkpoint=disc, env=env_id, episodes=episodes, seed=seed,
+                              init_policy=previous and str(previous), device=device,
+                              **METHODS[method])  # fmt: skip
+    train_internal_rl(config, out, resume=out.exists(), progress=False)
+    return out
+
+
+def history_of(method: str, trained: Path) -> list[dict[str, Any]]:
+    """The training curve of a finished rung: success per logged batch against episodes."""
+    if METHODS[method] == "sb3":
+        return json.loads(trained.with_suffix(".history.json").read_text())["history"]
+    saved = torch.load(trained, map_location="cpu", weights_only=True)
+    return [{"episodes": h["episodes"], "success": h["success"], "seconds": h["seconds"],
+             "env_steps": h["env_steps"]} for h in saved["history"]]  # fmt: skip
+
+
+def run_command(args: argparse.Namespace) -> None:
+    folder = Path(args.out) / args.method / f"seed{args.seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    previous: Path | None = None
+    for env_id in args.rungs:
+        result_path = folder / f"{env_id}.json"
+        stem = folder / env_id
+        trained = stem.with_suffix(".zip" if METHODS[args.method] == "sb3" else ".pt")
+        if not result_path.exists():
+            clock = time.perf_counter()
+            trained = run_rung(args.method, args.checkpoint, env_id, args.episodes, args.seed,
+                               stem.with_suffix(".pt"), previous, args.device)  # fmt: skip
+            seconds = time.perf_counter() - clock
+            evaluation = evaluate_rung(args.method, trained, args.checkpoint, env_id,
+                                         args.eval_episodes, args.device)  # fmt: skip
+            result = {
+                "method": args.method,
+                "env": env_id,
+                "seed": args.seed,
+                "episodes": args.episodes,
+                "curriculum": args.curriculum,
+                "started_from": previous and str(previous),
+                "train_seconds": seconds,
+                "eval": evaluation,
+                "history": history_of(args.method, trained),
+            }
+            text = json.dumps(result, indent=1)
+            write_atomically(result_path, lambda temp, text=text: Path(temp).write_text(text))
+            tail = result["history"][-10:]
+            print(
+                f"{args.method} seed {args.seed} {env_id}: eval {evaluation['success']:.3f} "
+                f"({evaluation['successes']}/{evaluation['episodes']}), last batches "
+                f"{np.mean([h['success'] for h in tail]):.3f}, {seconds:.0f} s",
+                flush=True,
+            )
+        previous = trained if args.curriculum else None
+
+
+def seed_summary(values: list[float]) -> str:
+    """mean [95% t-interval] over seeds."""
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return f"{mean:.3f}"
+    half = T_95[len(values) - 1] * float(np.std(values, ddof=1)) / len(values) ** 0.5
+    return f"{mean:.3f} [{max(0.0, mean - half):.3f}, {min(1.0, mean + half):.3f}]"
+
+
+def report_command(args: argparse.Namespace) -> None:
+    results: dict[tuple[str, str], list[dict]] = {}
+    for path in sorted(Path(args.out).glob("*/seed*/*.json")):
+        if path.name.endswith(".history.json"):
+            continue
+        result = json.loads(path.read_text())
+        results.setdefault((result["env"], result["method"]), []).append(result)
+    rungs = [r for r in ladder_ids().values() if any(env == r for env, _ in results)]
+    rungs += sorted({env for env, _ in results} - set(rungs))
+    methods = [m for m in METHODS if any(method == m for _, method in results)]
+    print("| rung | " + " | ".join(methods) + " |")
+    print("|---|" + "---|" * len(methods))
+    for env_id in rungs:
+        cells = []
+        for method in methods:
+            runs = results.get((env_id, method), [])
+            if not runs:
+                cells.append("-")
+            elif len(runs) == 1:
+                e = runs[0]["eval"]
+                low, high = e["interval"]
+                cells.append(f"{e['success']:.3f} [{low:.3f}, {high:.3f}]")
+            else:
+                cells.append(seed_summary([r["eval"]["success"] for r in runs])
+                             + f" ({len(runs)} seeds)")  # fmt: skip
+        print(f"| {env_id} | " + " | ".join(cells) + " |")
+    if args.plot:
+        plot_curves(results, rungs, methods, args.plot)
+
+
+def plot_curves(results: dict, rungs: list[str], methods: list[str], path: str) -> None:
+    """Success of each training batch against episodes, one panel per rung."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(rungs), figsize=(4 * len(rungs), 3.2), squeeze=False)
+    for axis, env_id in zip(axes[0], rungs, strict=True):
+        for index, method in enumerate(methods):
+            for k, run in enumerate(results.get((env_id, method), [])):
+                history = run["history"]
+                axis.plot(
+                    [h["episodes"] for h in history],
+                    [h["success"] for h in history],
+                    color=f"C{index}",
+                    alpha=0.8,
+                    label=method if k == 0 else None,
+                )
+        axis.set_title(env_id)
+        axis.set_xlabel("episodes on this rung")
+        axis.set_ylim(-0.02, 1.02)
+    axes[0][0].set_ylabel("success (training batch)")
+    axes[0][-1].legend(fontsize=7)
+    figure.tight_layout()
+    write_atomically(path, lambda temp: figure.savefig(temp, format="png", dpi=110))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="train one method on the rungs in turn")
+    run.add_argument("--checkpoint", required=True, help="discovery checkpoint")
+    run.add_argument("--method", required=True, choices=list(METHODS))
+    run.add_argument("--rungs", nargs="+", default=None,
+                     help="env ids in order (default: the registry's ladder)")  # fmt: skip
+    run.add_argument("--episodes", type=int, default=12800, help="budget per rung")
+    run.add_argument("--eval-episodes", type=int, default=256)
+    run.add_argument("--curriculum", action=argparse.BooleanOptionalAction, default=True,
+                     help="start each rung from the previous rung's policy")  # fmt: skip
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--out", required=True)
+    report = commands.add_parser("report", help="the table of finished rungs")
+    report.add_argument("--out", required=True)
+    report.add_argument("--plot", default=None, help="also write the curves to this PNG")
+    args = parser.parse_args()
+    if args.command == "run":
+        args.rungs = args.rungs or list(ladder_ids().values())
+        for env_id in args.rungs:
+            gym.spec(env_id)  # an unknown id fails here, before any training
+        run_command(args)
+    else:
+        report_command(args)
+
+
+if __name__ == "__main__":
+    main()
