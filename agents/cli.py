@@ -119,7 +119,11 @@ def add_eval(commands: argparse._SubParsersAction, name: str, help: str) -> None
     evaluate.add_argument("--seed", type=int, default=None,
                           help="episode k: seed + k (default: 10**6; for an internal-RL or ES "
                           "policy, row r's layouts from seed + r, default 10**9)")  # fmt: skip
-    evaluate.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
+    evaluate.add_argument(
+        "--greedy",
+        action="store_true",
+        help="argmax actions (a policy: its mean codes) instead of sampling",
+    )
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(run=eval_command)
 
@@ -166,7 +170,7 @@ def eval_command(args: argparse.Namespace) -> int:
             check_env_id(args.env, kwargs)
         seed = EVAL_SEED if args.seed is None else args.seed
         print(evaluate_policy(checkpoint, args.episodes, seed, str(device), args.env, kwargs,
-                              min(args.num_envs, 64)).line())  # fmt: skip
+                              min(args.num_envs, 64), args.greedy).line())  # fmt: skip
         return 0
     if payload["kind"] == DISCO_KIND:  # the file is read once, above
         model = actor_from_checkpoint(payload, checkpoint, device)

@@ -3,10 +3,10 @@
 Model agents act as they are evaluated elsewhere: `bc` samples from the base model (as
 `mcenv eval`; `greedy` takes the argmax); `metacontroller` (a discovery checkpoint acting
 alone) draws each new code from the prior N(0, I) where the switch fires; `internal-rl`
-draws it from the trained latent policy. Both run the base model greedily under the code,
-as internal RL does. All three step the model one token per step with a KV cache through
-LatentAgent (the base model alone for bc). torch loads only when a model player is made,
-so `mcenv render --agent expert` runs without the agent extra.
+draws it from the trained latent policy (`greedy`: its mean code). Both run the base model
+greedily under the code, as internal RL does. All three step the model one token per step
+with a KV cache through LatentAgent (the base model alone for bc). torch loads only when a
+model player is made, so `mcenv render --agent expert` runs without the agent extra.
 """
 
 from __future__ import annotations
@@ -71,13 +71,17 @@ class PriorPlayer(ModelPlayer):
 
 
 class PolicyPlayer(ModelPlayer):
-    """Internal RL's latent policy pi(z | e_1..t), sampled as its training rollouts do."""
+    """Internal RL's latent policy pi(z | e_1..t), sampled as its training rollouts do, or
+    its mean code with `greedy` (as `mcenv eval --greedy`)."""
 
-    def __init__(self, agent: Any, policy: Any, threshold: float, hidden: int) -> None:
+    def __init__(
+        self, agent: Any, policy: Any, threshold: float, hidden: int, greedy: bool = False
+    ) -> None:
         import torch
 
         super().__init__(agent)
         self.policy, self.threshold, self.hidden = policy.eval(), threshold, hidden
+        self.greedy = greedy
         self.generator = torch.Generator(device=agent.device)
 
     def start_codes(self, seed: int) -> None:
@@ -93,7 +97,7 @@ class PolicyPlayer(ModelPlayer):
             e_t = torch.as_tensor(e, device=self.agent.device)[:, None]
             dist, self.h = self.policy.distribution(e_t, self.h)
             noise = torch.randn(dist.mean.shape, generator=self.generator, device=self.agent.device)
-            z = dist.mean + dist.stddev * noise
+            z = dist.mean if self.greedy else dist.mean + dist.stddev * noise
         return z[:, 0].cpu().numpy()
 
 
@@ -133,7 +137,7 @@ def make_player(
         # the switch threshold internal RL uses by default (the paper's 0.5)
         player = PriorPlayer(LatentAgent(base, meta, 1, device), InternalRLConfig.threshold)
     else:
-        return _internal_rl_player(checkpoint, device)
+        return _internal_rl_player(checkpoint, device, greedy)
     if "env_spec" not in payload:
         return player, None
     spec = EnvSpec.from_json(payload["env_spec"])
@@ -141,7 +145,7 @@ def make_player(
 
 
 def _internal_rl_player(
-    checkpoint: str | Path, device: str
+    checkpoint: str | Path, device: str, greedy: bool
 ) -> tuple[Player, tuple[str, dict[str, Any]]]:
     """The trained policy of an internal-RL checkpoint on the agent it was trained with,
     built by InternalRL itself (raw-action and beta = 1 runs too)."""
@@ -165,8 +169,9 @@ def _internal_rl_player(
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"checkpoint {checkpoint} holds no usable policy: {error}") from None
     env = (config.env, dict(config.env_kwargs))
-    if config.raw_actions:  # the fine-tuned base model samples its own actions
+    if config.raw_actions:  # the fine-tuned base model samples its own actions (or argmax)
+        run.agent.sample = not greedy
         return ModelPlayer(run.agent), env
-    return PolicyPlayer(run.agent, run.trained, config.threshold, config.hidden), env
+    return PolicyPlayer(run.agent, run.trained, config.threshold, config.hidden, greedy), env
 
 

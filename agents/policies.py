@@ -1,8 +1,10 @@
 """Evaluating the policy an internal-RL or ES run trained, on layouts no training used.
 
 Played as it was trained: internal RL samples its codes (raw-action runs their actions),
-ES plays its mean codes, as its members were scored. `mcenv eval`, the ladder experiment
-and the shipped agents' stored evaluations all go through `evaluate_policy`.
+ES plays its mean codes, as its members were scored; or greedily: every policy its mean
+code (raw-action runs the argmax action), as SB3's `deterministic=True`. `mcenv eval`, the
+ladder experiment and the shipped agents' stored evaluations all go through
+`evaluate_policy`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def evaluate_policy(
     env: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
     num_envs: int = 64,
+    greedy: bool = False,
 ) -> RolloutReport:
     """Success over `episodes` episodes of `env` (default: the one it trained on), played
     by the largest number of env rows <= num_envs that divides `episodes`, row r's layouts
@@ -52,7 +55,11 @@ def evaluate_policy(
         init_policy=str(checkpoint), device=device,
     )  # fmt: skip
     run = InternalRL(config)
-    choose = mean_codes(run.trained) if payload["kind"] == "evolution" else None  # type: ignore[arg-type]
+    choose = None  # sample the policy, as internal RL trains
+    if greedy or payload["kind"] == "evolution":
+        choose = mean_codes(run.trained)  # type: ignore[arg-type]
+        run.agent.sample = False  # raw actions: the argmax
+
     clock = time.perf_counter()
     try:
         played = run.collect(0, choose=choose, seed=seed)

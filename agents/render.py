@@ -74,7 +74,8 @@ def add_command(commands: argparse._SubParsersAction, name: str, help: str) -> N
     render.add_argument("--hold", type=int, default=4, help="extra copies of an episode's end")
     render.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     render.add_argument("--env-kwargs", default="{}", help='JSON, e.g. \'{"task": "0-1"}\'')
-    render.add_argument("--greedy", action="store_true", help="bc: argmax, not sampled actions")
+    render.add_argument("--greedy", action="store_true",
+                        help="bc: argmax actions; internal-rl: mean codes")  # fmt: skip
     render.add_argument("--solved-only", action="store_true",
                         help="film only episodes that succeed (seeds from --seed on)")  # fmt: skip
     render.set_defaults(run=render_command)

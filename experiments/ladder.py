@@ -3,6 +3,7 @@ pairs whose every pair-to-pair transition is absent from pretraining.
 
     python -m experiments.ladder run --checkpoint DISC.pt --method internal-rl --seed 0 \
         --episodes 12800 [--rungs PinPad-Ladder2-v0 ...] [--no-curriculum] --out ladder/
+    python -m experiments.ladder evaluate --checkpoint DISC.pt --out ladder/
     python -m experiments.ladder report --out ladder/ [--plot curves.png]
 
 `run` trains one method on each rung in turn; with the curriculum (the default) each rung
@@ -13,8 +14,11 @@ OUT/<method>/seed<S>/, resumed after an interruption; a rung whose result file e
 skipped. The result holds the training curve (success of each batch against episodes)
 and a separate evaluation of the final policy on layouts no training used.
 
-`report` prints one markdown table, rung x method: evaluation success, mean over seeds with
-a 95% t-interval when there are several, else the Wilson interval of its episodes.
+Each finished rung is evaluated twice on the same layouts: as trained (sampled codes or
+actions) and greedily (mean codes, argmax actions; SB3's deterministic=True); `evaluate`
+adds the greedy one to results written before it existed. `report` prints a markdown table
+per evaluation, rung x method: success, mean over seeds with a 95% t-interval when there
+are several, else the Wilson interval of its episodes.
 """
 
 from __future__ import annotations
@@ -53,20 +57,21 @@ T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
 
 
 def evaluate_rung(method: str, trained: Path, disc: str, env_id: str, episodes: int,
-                  device: str) -> dict[str, Any]:  # fmt: skip
-    """Success of a finished rung's policy on `episodes` fresh layouts, played as trained."""
+                  device: str, greedy: bool) -> dict[str, Any]:  # fmt: skip
+    """Success of a finished rung's policy on `episodes` fresh layouts, played as trained
+    or greedily (mean codes, argmax actions)."""
     if METHODS[method] == "sb3":
         return evaluate_sb3(trained, disc if method == "ppo-latent" else None, env_id,
-                            episodes, device)  # fmt: skip
-    report = evaluate_policy(trained, episodes, EVAL_SEED, device, env=env_id)
+                            episodes, device, greedy)  # fmt: skip
+    report = evaluate_policy(trained, episodes, EVAL_SEED, device, env=env_id, greedy=greedy)
     return {"episodes": report.episodes, "successes": report.successes,
             "success": report.success_rate,
             "interval": wilson_interval(report.successes, report.episodes)}  # fmt: skip
 
 
 def evaluate_sb3(model_path: Path, disc: str | None, env_id: str, episodes: int,
-                 device: str) -> dict[str, Any]:  # fmt: skip
-    """An SB3 model's success, sampled actions, one episode per seed from EVAL_SEED."""
+                 device: str, greedy: bool) -> dict[str, Any]:  # fmt: skip
+    """An SB3 model's success (deterministic=greedy), one episode per seed from EVAL_SEED."""
     env = make_env(env_id, disc, device, EVAL_SEED)
     model = ALGORITHMS["ppo"].load(model_path, device=device)
     wins = 0
@@ -74,7 +79,7 @@ def evaluate_sb3(model_path: Path, disc: str | None, env_id: str, episodes: int,
         obs, _ = env.reset(seed=EVAL_SEED + i)
         done, total = False, 0.0
         while not done:
-            action, _ = model.predict(obs, deterministic=False)
+            action, _ = model.predict(obs, deterministic=greedy)
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated
@@ -123,6 +128,13 @@ def history_of(method: str, trained: Path) -> list[dict[str, Any]]:
              "env_steps": h["env_steps"]} for h in saved["history"]]  # fmt: skip
 
 
+def evaluations(method: str, trained: Path, disc: str, env_id: str, episodes: int,
+                device: str) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Both evaluations of a finished rung: "eval" (played as trained), "eval_greedy"."""
+    return {key: evaluate_rung(method, trained, disc, env_id, episodes, device, greedy)
+            for key, greedy in (("eval", False), ("eval_greedy", True))}  # fmt: skip
+
+
 def run_command(args: argparse.Namespace) -> None:
     folder = Path(args.out) / args.method / f"seed{args.seed}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,29 +148,53 @@ def run_command(args: argparse.Namespace) -> None:
             trained = run_rung(args.method, args.checkpoint, env_id, args.episodes, args.seed,
                                stem.with_suffix(".pt"), previous, args.device)  # fmt: skip
             seconds = time.perf_counter() - clock
-            evaluation = evaluate_rung(args.method, trained, args.checkpoint, env_id,
-                                         args.eval_episodes, args.device)  # fmt: skip
-            result = {
-                "method": args.method,
-                "env": env_id,
-                "seed": args.seed,
-                "episodes": args.episodes,
-                "curriculum": args.curriculum,
-                "started_from": previous and str(previous),
-                "train_seconds": seconds,
-                "eval": evaluation,
-                "history": history_of(args.method, trained),
-            }
-            text = json.dumps(result, indent=1)
-            write_atomically(result_path, lambda temp, text=text: Path(temp).write_text(text))
-            tail = result["history"][-10:]
-            print(
-                f"{args.method} seed {args.seed} {env_id}: eval {evaluation['success']:.3f} "
-                f"({evaluation['successes']}/{evaluation['episodes']}), last batches "
-                f"{np.mean([h['success'] for h in tail]):.3f}, {seconds:.0f} s",
-                flush=True,
-            )
+            result = {"method": args.method, "env": env_id, "seed": args.seed,
+                      "episodes": args.episodes, "curriculum": args.curriculum,
+                      "checkpoint": args.checkpoint, "started_from": previous and str(previous),
+                      "train_seconds": seconds,
+                      **evaluations(args.method, trained, args.checkpoint, env_id,
+                                    args.eval_episodes, args.device),
+                      "history": history_of(args.method, trained)}  # fmt: skip
+            write_result(result_path, result)
+            tail = np.mean([h["success"] for h in result["history"][-10:]])
+            print(f"{args.method} seed {args.seed} {env_id}: eval {result['eval']['success']:.3f},"
+                  f" greedy {result['eval_greedy']['success']:.3f}, last batches {tail:.3f}, "
+                  f"{seconds:.0f} s", flush=True)  # fmt: skip
         previous = trained if args.curriculum else None
+
+
+def write_result(path: Path, result: dict) -> None:
+    text = json.dumps(result, indent=1)
+    write_atomically(path, lambda temp: Path(temp).write_text(text))
+
+
+def evaluate_command(args: argparse.Namespace) -> None:
+    """Add the greedy evaluation to finished rungs that lack it (results of older runs)."""
+    for path in result_files(Path(args.out)):
+        result = json.loads(path.read_text())
+        if "eval_greedy" in result:
+            continue
+        stem = path.with_suffix("")
+        trained = stem.with_suffix(".zip" if METHODS[result["method"]] == "sb3" else ".pt")
+        result["eval_greedy"] = evaluate_rung(result["method"], trained, args.checkpoint,
+                                              result["env"], result["eval"]["episodes"],
+                                              args.device, greedy=True)  # fmt: skip
+        write_result(path, result)
+        print(f"{path}: greedy {result['eval_greedy']['success']:.3f}", flush=True)
+
+
+def result_files(out: Path) -> list[Path]:
+    return [p for p in sorted(out.glob("*/seed*/*.json")) if not p.name.endswith(".history.json")]
+
+
+def cell(evaluations: list[dict[str, Any]]) -> str:
+    """One seed: success [Wilson 95%]; several: mean [t 95%] over seeds; none: -."""
+    if not evaluations:
+        return "-"
+    if len(evaluations) == 1:
+        low, high = evaluations[0]["interval"]
+        return f"{evaluations[0]['success']:.3f} [{low:.3f}, {high:.3f}]"
+    return seed_summary([e["success"] for e in evaluations]) + f" ({len(evaluations)} seeds)"
 
 
 def seed_summary(values: list[float]) -> str:
@@ -172,30 +208,21 @@ def seed_summary(values: list[float]) -> str:
 
 def report_command(args: argparse.Namespace) -> None:
     results: dict[tuple[str, str], list[dict]] = {}
-    for path in sorted(Path(args.out).glob("*/seed*/*.json")):
-        if path.name.endswith(".history.json"):
-            continue
+    for path in result_files(Path(args.out)):
         result = json.loads(path.read_text())
         results.setdefault((result["env"], result["method"]), []).append(result)
     rungs = [r for r in ladder_ids().values() if any(env == r for env, _ in results)]
     rungs += sorted({env for env, _ in results} - set(rungs))
     methods = [m for m in METHODS if any(method == m for _, method in results)]
-    print("| rung | " + " | ".join(methods) + " |")
-    print("|---|" + "---|" * len(methods))
-    for env_id in rungs:
-        cells = []
-        for method in methods:
-            runs = results.get((env_id, method), [])
-            if not runs:
-                cells.append("-")
-            elif len(runs) == 1:
-                e = runs[0]["eval"]
-                low, high = e["interval"]
-                cells.append(f"{e['success']:.3f} [{low:.3f}, {high:.3f}]")
-            else:
-                cells.append(seed_summary([r["eval"]["success"] for r in runs])
-                             + f" ({len(runs)} seeds)")  # fmt: skip
-        print(f"| {env_id} | " + " | ".join(cells) + " |")
+    for key, title in (("eval_greedy", "greedy (mean codes, argmax actions)"),
+                       ("eval", "as trained (sampled codes or actions)")):  # fmt: skip
+        print(f"\nEvaluation success, {title}:\n")
+        print("| rung | " + " | ".join(methods) + " |")
+        print("|---|" + "---|" * len(methods))
+        for env_id in rungs:
+            cells = [cell([r[key] for r in results.get((env_id, m), []) if key in r])
+                     for m in methods]  # fmt: skip
+            print(f"| {env_id} | " + " | ".join(cells) + " |")
     if args.plot:
         plot_curves(results, rungs, methods, args.plot)
 
@@ -243,6 +270,10 @@ def main() -> None:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="cpu")
     run.add_argument("--out", required=True)
+    evaluate = commands.add_parser("evaluate", help="add missing greedy evaluations")
+    evaluate.add_argument("--checkpoint", required=True, help="discovery checkpoint")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--out", required=True)
     report = commands.add_parser("report", help="the table of finished rungs")
     report.add_argument("--out", required=True)
     report.add_argument("--plot", default=None, help="also write the curves to this PNG")
@@ -252,6 +283,8 @@ def main() -> None:
         for env_id in args.rungs:
             gym.spec(env_id)  # an unknown id fails here, before any training
         run_command(args)
+    elif args.command == "evaluate":
+        evaluate_command(args)
     else:
         report_command(args)
 

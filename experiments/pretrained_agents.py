@@ -49,18 +49,15 @@ def stored_evaluation(kind: str, path: Path) -> dict:
         return {"what": "the base model alone, sampled actions (mcenv eval)", "env": env,
                 "episodes": STORED_EPISODES, "seed": BASE_SEED, "successes": report.successes,
                 "free_play_successes": report.free_play_successes}  # fmt: skip
-    report = evaluate_policy(path, STORED_EPISODES, EVAL_SEED, "cpu")
-    return {
-        "what": "the trained policy, sampled codes (mcenv eval)",
-        "env": report.env_id,
-        "episodes": STORED_EPISODES,
-        "seed": EVAL_SEED,
-        "successes": report.successes,
-    }
+    report, greedy = (evaluate_policy(path, STORED_EPISODES, EVAL_SEED, "cpu", greedy=greedy)
+                      for greedy in (False, True))  # fmt: skip
+    return {"what": "the trained policy, sampled codes and mean codes (mcenv eval [--greedy])",
+            "env": report.env_id, "episodes": STORED_EPISODES, "seed": EVAL_SEED,
+            "successes": report.successes, "greedy_successes": greedy.successes}  # fmt: skip
 
 
 def commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+    return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
                           text=True, check=True).stdout.strip()  # fmt: skip
 
 

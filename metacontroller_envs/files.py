@@ -11,7 +11,8 @@ from typing import Any
 
 def write_atomically(path: str | Path, write: Callable[[str], Any]) -> Path:
     """Call write(temp) on a temp file beside `path`, then rename it over `path`: a crash
-    mid-write leaves the previous file intact."""
+    mid-write leaves the previous file intact. The file gets the permissions a plain
+    open() would give it (0o666 less the umask), not the temp file's private 0o600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(
@@ -20,6 +21,9 @@ def write_atomically(path: str | Path, write: Callable[[str], Any]) -> Path:
     os.close(handle)
     try:
         write(temp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
         os.replace(temp, path)
     finally:
         if os.path.exists(temp):

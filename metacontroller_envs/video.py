@@ -408,9 +408,6 @@ def write_video(frames: Iterator[np.ndarray], path: str | Path, fps: int) -> int
                 count += 1
 
     write_atomically(path, write)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # a video is for sharing (the temp file was private)
     return count
 
 
