@@ -71,6 +71,11 @@ class InternalRLConfig:
     """Passes of the clipped objective over each batch."""
     lr: float = 3e-4
     """Adam learning rate of the policy (the paper picks from 3e-6 .. 3e-4)."""
+    std_lr: float | None = None
+    """Adam learning rate of the policy's log standard deviation (beyond the paper; None:
+    `lr`). Adam moves a parameter by about lr per step, so at lr = 3e-4 the exploration
+    scale barely leaves the prior's 1 in a few hundred updates; a larger std_lr lets the
+    policy narrow it as it learns. Internal RL and beta = 1 only (raw actions have none)."""
     clip: float = 0.2
     """PPO's ratio clipping."""
     hidden: int = 64
@@ -117,6 +122,11 @@ class InternalRLConfig:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
         if not (self.lr > 0 and 0 < self.clip < 1):
             raise ValueError(f"need lr > 0 and 0 < clip < 1, got lr={self.lr}, clip={self.clip}")
+        if self.std_lr is not None and (self.std_lr <= 0 or self.raw_actions):
+            raise ValueError(
+                f"std_lr must be > 0 and only with a latent policy (not raw_actions), got "
+                f"std_lr={self.std_lr}, raw_actions={self.raw_actions}"
+            )
 
 
 #: Added to the return's standard deviation when normalising (the paper's 1e-3).
@@ -363,6 +373,14 @@ def episode_metrics(episodes: Episodes) -> dict[str, float]:
     }
 
 
+def parameter_groups(trained: nn.Module, config: InternalRLConfig) -> list[dict]:
+    """The optimiser's groups: everything at `lr`, the log std at `std_lr` where set."""
+    if config.std_lr is None:
+        return [{"params": list(trained.parameters())}]
+    rest = [p for name, p in trained.named_parameters() if name != "log_std"]
+    return [{"params": rest}, {"params": [trained.log_std], "lr": config.std_lr}]
+
+
 def train_internal_rl(
     config: InternalRLConfig, checkpoint: str | Path, **options: Unpack[RunOptions]
 ) -> Path:
@@ -371,7 +389,7 @@ def train_internal_rl(
     job = start_job(checkpoint, options)
     checkpoint = job.checkpoint
     run = InternalRL(config)
-    optimizer = torch.optim.Adam(run.trained.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(parameter_groups(run.trained, config), lr=config.lr)
     saved = PolicyCheckpoint(checkpoint, "internal_rl", config, run.trained, optimizer,
                              run.device, job.resume)  # fmt: skip
     start = saved.start
