@@ -195,3 +195,23 @@ def test_the_ladder_script_runs_rung_by_rung_and_resumes(discovery_checkpoint, t
     ladder.main()
     table = capsys.readouterr().out
     assert table.count("| PinPad-Ladder2-v0 |") == table.count("| PinPad-Ladder3-v0 |") == 2
+
+
+def test_std_lr_gives_the_log_std_its_own_learning_rate(discovery_checkpoint, tmp_path):
+    from metacontroller_agents.internal_rl import parameter_groups
+
+    config = small_run(discovery_checkpoint, std_lr=0.05)
+    run = InternalRL(config)
+    groups = torch.optim.Adam(parameter_groups(run.trained, config), lr=config.lr).param_groups
+    assert [g["lr"] for g in groups] == [config.lr, 0.05]
+    assert groups[1]["params"] == [run.trained.log_std]
+    assert sum(len(g["params"]) for g in groups) == len(list(run.trained.parameters()))
+    one_colour = {"env": "PinPad-v0", "env_kwargs": {"task": "0"}}
+    moved = {}
+    for std_lr in (None, 0.05):
+        path = train_internal_rl(small_run(discovery_checkpoint, std_lr=std_lr, **one_colour),
+                                 tmp_path / f"{std_lr}.pt", progress=False)  # fmt: skip
+        moved[std_lr] = load_checkpoint(path, "internal_rl")["policy"]["log_std"].abs().max()
+    assert moved[0.05] > 10 * moved[None]  # Adam moves each parameter by about its lr
+    with pytest.raises(ValueError, match="std_lr must be > 0 and only with a latent policy"):
+        small_run(discovery_checkpoint, std_lr=0.05, raw_actions=True)
