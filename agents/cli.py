@@ -106,7 +106,8 @@ def add_train(commands: argparse._SubParsersAction, name: str, help: str) -> Non
 def add_eval(commands: argparse._SubParsersAction, name: str, help: str) -> None:
     evaluate = commands.add_parser(name, help=help)
     evaluate.add_argument("--checkpoint", default=None,
-                          help="from train bc, disco, internal-rl or es")  # fmt: skip
+                          help="from train bc, discover (its base model alone), disco, "
+                          "internal-rl or es")  # fmt: skip
     add_pretrained_flag(evaluate, "a shipped agent NAME (instead of --checkpoint)")
     evaluate.add_argument("--env", default=None, help="default: the env it was trained on")
     evaluate.add_argument(
@@ -163,7 +164,8 @@ def eval_command(args: argparse.Namespace) -> int:
     if checkpoint is None:
         raise ValueError("give --checkpoint PATH or --pretrained NAME")
     device = resolve_device(args.device)
-    payload = load_checkpoint(checkpoint, ("bc", DISCO_KIND, *POLICY_KINDS), device)
+    # a discovery checkpoint is evaluated by its base model alone
+    payload = load_checkpoint(checkpoint, ("bc", "discovery", DISCO_KIND, *POLICY_KINDS), device)
     if payload["kind"] in POLICY_KINDS:  # internal RL or ES: its policy on fresh layouts
         kwargs = None if args.env_kwargs is None else env_kwargs_from_json(args.env_kwargs)
         if args.env is not None:

@@ -59,9 +59,13 @@ def test_the_check_would_catch_a_wrong_import(tmp_path):
 
 def loaded_after(code: str) -> list[str]:
     """The optional packages a fresh interpreter has imported after running `code`."""
-    probe = "import sys\n" + code + (
-        "\nprint([m for m in ('torch', 'minari', 'metacontroller_agents', 'imageio')"
-        " if m in sys.modules])"
+    probe = (
+        "import sys\n"
+        + code
+        + (
+            "\nprint([m for m in ('torch', 'minari', 'metacontroller_agents', 'imageio')"
+            " if m in sys.modules])"
+        )
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     return ast.literal_eval(out.stdout.strip())
@@ -104,6 +108,10 @@ def test_the_wheel_holds_the_two_packages_only(tmp_path):
         if LAYERS[folder][1] < 2
     }
     assert expected <= set(names), sorted(expected - set(names))
+    weights = {
+        f"metacontroller_agents/weights/{p.name}" for p in (ROOT / "agents/weights").glob("*.pt")
+    }
+    assert weights and weights <= set(names)  # the pretrained agents are package data
 
 
 def test_an_agent_command_without_its_extra_names_the_extra():
