@@ -1,5 +1,6 @@
 """Internal RL (issue 6, part 2): the objective by hand, the rollouts, the baselines, resume."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -215,3 +216,19 @@ def test_std_lr_gives_the_log_std_its_own_learning_rate(discovery_checkpoint, tm
     assert moved[0.05] > 10 * moved[None]  # Adam moves each parameter by about its lr
     with pytest.raises(ValueError, match="std_lr must be > 0 and only with a latent policy"):
         small_run(discovery_checkpoint, std_lr=0.05, raw_actions=True)
+
+
+@pytest.mark.parametrize("extra", [{}, {"raw_actions": True}])
+def test_a_policy_is_evaluated_sampled_or_greedy(discovery_checkpoint, tmp_path, extra):
+    from metacontroller_agents.policies import evaluate_policy
+
+    config = small_run(discovery_checkpoint, env="PinPad-v0", env_kwargs={"task": "0"}, **extra)
+    path = train_internal_rl(config, tmp_path / "p.pt", progress=False)
+    lengths = {}
+    for greedy in (False, True):
+        reports = [evaluate_policy(path, 32, 5, "cpu", num_envs=8, greedy=greedy)
+                   for _ in range(2)]  # fmt: skip
+        assert reports[0] == dataclasses.replace(reports[1], seconds=reports[0].seconds)
+        assert reports[0].episodes == 32 and reports[0].env_id == "PinPad-v0"
+        lengths[greedy] = reports[0].mean_length
+    assert lengths[True] != lengths[False]  # the tiny random policy plays differently
