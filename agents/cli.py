@@ -31,7 +31,7 @@ DISCOVER_FLAGS = ("base", "dataset", "alpha", "kl_warmup_steps", "layer", "force
                   "device")  # fmt: skip
 INTERNAL_RL_FLAGS = ("checkpoint", "env", "env_kwargs", "episodes", "batch_episodes", "num_envs",
                      "lr", "std_lr", "advantage", "force_switch", "raw_actions", "init_policy",
-                     "seed", "device")  # fmt: skip
+                     "init_std", "seed", "device")  # fmt: skip
 ES_FLAGS = ("checkpoint", "env", "env_kwargs", "episodes", "population", "episodes_per_member",
             "sigma", "lr", "force_switch", "init_policy", "seed", "device")  # fmt: skip
 DISCO_FLAGS = ("env", "env_kwargs", "episodes", "steps", "until_success", "num_envs",

@@ -17,6 +17,7 @@ action distribution, the whole base model trained, the MetaController off).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,6 +97,10 @@ class InternalRLConfig:
     """Curriculum (beyond the paper): start from the trained policy of an earlier run's
     checkpoint (internal RL or ES, same policy shape), e.g. the previous ladder rung's;
     None: from the prior (the paper's), or the base model itself with raw_actions."""
+    init_std: float | None = None
+    """Exploration scale (beyond the paper): the policy's standard deviation at the start,
+    set over the prior's 1 or over init_policy's own (a previous rung trained with std_lr
+    leaves it too narrow to find the next pair); None: leave it. Latent policies only."""
     checkpoint_every: int = 20
     """Updates between checkpoints."""
     seed: int = 0
@@ -122,11 +127,13 @@ class InternalRLConfig:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
         if not (self.lr > 0 and 0 < self.clip < 1):
             raise ValueError(f"need lr > 0 and 0 < clip < 1, got lr={self.lr}, clip={self.clip}")
-        if self.std_lr is not None and (self.std_lr <= 0 or self.raw_actions):
-            raise ValueError(
-                f"std_lr must be > 0 and only with a latent policy (not raw_actions), got "
-                f"std_lr={self.std_lr}, raw_actions={self.raw_actions}"
-            )
+        for name in ("std_lr", "init_std"):
+            value = getattr(self, name)
+            if value is not None and (value <= 0 or self.raw_actions):
+                raise ValueError(
+                    f"{name} must be > 0 and only with a latent policy (not raw_actions), got "
+                    f"{name}={value}, raw_actions={self.raw_actions}"
+                )
 
 
 #: Added to the return's standard deviation when normalising (the paper's 1e-3).
@@ -255,6 +262,9 @@ class InternalRL:
             self.trained = LatentPolicy(base.config.width, meta.config.latent_dim, config.hidden)
         if config.init_policy is not None:
             load_initial_policy(self.trained, config.init_policy, self.device)
+        if config.init_std is not None:
+            with torch.no_grad():
+                self.trained.log_std.fill_(math.log(config.init_std))
         self.trained.to(self.device)
         self.generator = torch.Generator(device=self.device)
 

@@ -159,9 +159,9 @@ def _internal_rl_player(
         message = f"checkpoint {checkpoint} holds no usable internal-RL config: {error}"
         raise ValueError(message) from None
     # one episode at a time: a batch of one (group advantages need groups of envs)
-    config = dataclasses.replace(
-        config, num_envs=1, batch_episodes=1, advantage="batch", device=device
-    )
+    # (the trained policy is loaded below: not the one it started from, nor its start std)
+    config = dataclasses.replace(config, num_envs=1, batch_episodes=1, advantage="batch",
+                                 init_policy=None, init_std=None, device=device)  # fmt: skip
     run = InternalRL(config)
     run.envs.close()  # its own training envs are not used here
     try:
@@ -173,5 +173,3 @@ def _internal_rl_player(
         run.agent.sample = not greedy
         return ModelPlayer(run.agent), env
     return PolicyPlayer(run.agent, run.trained, config.threshold, config.hidden, greedy), env
-
-

@@ -52,7 +52,7 @@ def evaluate_policy(
         trained, env=env or trained.env,
         env_kwargs=trained.env_kwargs if env_kwargs is None else env_kwargs,
         episodes=episodes, batch_episodes=episodes, num_envs=num_envs, advantage="batch",
-        init_policy=str(checkpoint), device=device,
+        init_policy=str(checkpoint), init_std=None, device=device,
     )  # fmt: skip
     run = InternalRL(config)
     choose = None  # sample the policy, as internal RL trains

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -232,3 +233,16 @@ def test_a_policy_is_evaluated_sampled_or_greedy(discovery_checkpoint, tmp_path,
         assert reports[0].episodes == 32 and reports[0].env_id == "PinPad-v0"
         lengths[greedy] = reports[0].mean_length
     assert lengths[True] != lengths[False]  # the tiny random policy plays differently
+
+
+def test_init_std_reopens_the_exploration_of_a_taken_over_policy(discovery_checkpoint, tmp_path):
+    one_colour = {"env": "PinPad-v0", "env_kwargs": {"task": "0"}}
+    first = small_run(discovery_checkpoint, std_lr=0.05, **one_colour)
+    path = train_internal_rl(first, tmp_path / "rung1.pt", progress=False)
+    trained = load_checkpoint(path, "internal_rl")["policy"]
+    run = InternalRL(small_run(discovery_checkpoint, init_policy=str(path), init_std=2.0))
+    torch.testing.assert_close(run.trained.log_std.detach(), torch.full_like(trained["log_std"],
+                               math.log(2.0)))  # fmt: skip
+    torch.testing.assert_close(run.trained.mean.weight.detach(), trained["mean.weight"])
+    with pytest.raises(ValueError, match="init_std must be > 0"):
+        small_run(discovery_checkpoint, init_std=0.0)
