@@ -2,6 +2,7 @@
 into the action space; it reaches the agent only through the `LatentController` Protocol,
 so importing this package never loads torch."""
 
+from metacontroller_envs.wrappers.check_controller import ControllerError, check_controller
 from metacontroller_envs.wrappers.latent import (
     LatentActionVectorWrapper,
     LatentActionWrapper,
@@ -11,9 +12,11 @@ from metacontroller_envs.wrappers.latent import (
 )
 
 __all__ = [
+    "ControllerError",
     "LatentActionVectorWrapper",
     "LatentActionWrapper",
     "LatentController",
     "check_codes",
+    "check_controller",
     "switch_fires",
 ]
