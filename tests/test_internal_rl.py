@@ -246,3 +246,31 @@ def test_init_std_reopens_the_exploration_of_a_taken_over_policy(discovery_check
     torch.testing.assert_close(run.trained.mean.weight.detach(), trained["mean.weight"])
     with pytest.raises(ValueError, match="init_std must be > 0"):
         small_run(discovery_checkpoint, init_std=0.0)
+
+
+def test_any_task_string_runs_through_every_command(discovery_checkpoint, tmp_path, capsys):
+    from metacontroller_envs.cli import main
+
+    task = ["--env", "PinPad-v0", "--env-kwargs", '{"task": "2-3-6-7"}']  # no registered id
+    rl = ["train", "internal-rl", "--checkpoint", discovery_checkpoint, *task, "--episodes",
+          "8", "--batch-episodes", "8", "--num-envs", "4", "--device", "cpu",
+          "--out", str(tmp_path / "rl.pt")]  # fmt: skip
+    assert main(rl) == 0
+    saved = load_checkpoint(tmp_path / "rl.pt", "internal_rl")["train_config"]
+    assert saved["env_kwargs"] == {"task": "2-3-6-7"}
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(tmp_path / "rl.pt"), "--episodes", "8"]) == 0
+    assert "PinPad-v0: success" in capsys.readouterr().out
+    for extra in (["--raw-actions"], ["--force-switch"]):
+        assert main([*rl[:-1], str(tmp_path / f"{extra[0]}.pt"), *extra]) == 0
+    sb3 = ["train", "sb3", "--algo", "ppo", *task, "--episodes", "2", "--every", "1",
+           "--device", "cpu", "--latent", discovery_checkpoint, "--out", str(tmp_path / "s.json")]
+    assert main(sb3) == 0
+    video = tmp_path / "v.gif"
+    assert main(["render", "--agent", "internal-rl", "--checkpoint", str(tmp_path / "rl.pt"),
+                 "--out", str(video)]) == 0  # fmt: skip
+    assert video.exists()
+    from metacontroller_agents.players import make_player
+
+    _, trained_on = make_player("internal-rl", str(tmp_path / "rl.pt"))
+    assert trained_on == ("PinPad-v0", {"task": "2-3-6-7"})  # render plays the run's task
