@@ -211,10 +211,14 @@ def test_gymnasium_and_sb3_check_env(controlled, observation):
     set_switch(meta, 0.5)  # switches every few steps: the checks see several env steps
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        # skip_close_check: that check rebuilds the env from its spec, and no spec can
-        # rebuild the controller, a live object handed to the wrapper
+        # skip_render_check and skip_close_check: both checks rebuild the env from its spec,
+        # and no spec can rebuild the controller, a live object handed to the wrapper (the
+        # latent env ids can: tests/test_latent_envs.py)
         env = wrapped(base, meta, observation=observation)
         gym_check_env(env, skip_render_check=True, skip_close_check=True)
+        for one_flag in ({"skip_render_check": True}, {"skip_close_check": True}):
+            with pytest.raises(ValueError, match="cannot be recreated"):
+                gym_check_env(wrapped(base, meta, observation=observation), **one_flag)
         sb3_check_env(wrapped(base, meta, observation=observation))
     expected_warnings(caught)
 

@@ -258,8 +258,10 @@ class LatentActionWrapper(gym.Wrapper):
     ## Seeding
     reset(seed=s) seeds the env with s and reseeds the controller's sampling with s.
 
-    The controller is a live object, so `env.spec` cannot rebuild this wrapper (gymnasium's
-    check_env passes with skip_close_check=True, the check that rebuilds from the spec).
+    The controller is a live object, so `env.spec` cannot rebuild this wrapper: gymnasium's
+    check_env passes with skip_render_check=True and skip_close_check=True (the two checks
+    that rebuild from the spec). The agent package's latent env ids
+    (metacontroller_agents.latent_envs) are built from plain arguments and pass with none.
     """
 
     def __init__(
