@@ -126,7 +126,7 @@ def run_rung(method: str, disc: str, env_id: str, episodes: int, seed: int, out:
 def history_of(method: str, trained: Path) -> list[dict[str, Any]]:
     """The training curve of a finished rung: success per logged batch against episodes."""
     if METHODS[method] == "sb3":
-        return json.loads(trained.with_suffix(".history.json").read_text())["history"]
+        return json.loads(trained.with_suffix(".history.json").read_text())
     saved = torch.load(trained, map_location="cpu", weights_only=True)
     return [{"episodes": h["episodes"], "success": h["success"], "seconds": h["seconds"],
              "env_steps": h["env_steps"]} for h in saved["history"]]  # fmt: skip
@@ -142,7 +142,7 @@ def evaluations(method: str, trained: Path, disc: str, env_id: str, episodes: in
 def run_command(args: argparse.Namespace) -> None:
     folder = Path(args.out) / args.method / f"seed{args.seed}"
     folder.mkdir(parents=True, exist_ok=True)
-    previous: Path | None = None
+    previous: Path | None = Path(args.start_from) if args.start_from else None
     for env_id in args.rungs:
         result_path = folder / f"{env_id}.json"
         stem = folder / env_id
@@ -271,6 +271,11 @@ def main() -> None:
     run.add_argument("--eval-episodes", type=int, default=256)
     run.add_argument("--curriculum", action=argparse.BooleanOptionalAction, default=True,
                      help="start each rung from the previous rung's policy")  # fmt: skip
+    run.add_argument(
+        "--start-from",
+        default=None,
+        help="the first rung starts from this run's policy (default: the prior)",
+    )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="cpu")
     run.add_argument("--out", required=True)

@@ -274,3 +274,20 @@ def test_any_task_string_runs_through_every_command(discovery_checkpoint, tmp_pa
 
     _, trained_on = make_player("internal-rl", str(tmp_path / "rl.pt"))
     assert trained_on == ("PinPad-v0", {"task": "2-3-6-7"})  # render plays the run's task
+
+
+@pytest.mark.parametrize("method", ["ppo-raw", "es"])
+def test_the_ladder_script_runs_the_other_baselines(discovery_checkpoint, tmp_path, method,
+                                                    monkeypatch):  # fmt: skip
+    import sys
+
+    from experiments import ladder
+
+    argv = ["ladder", "run", "--checkpoint", discovery_checkpoint, "--method", method,
+            "--rungs", "PinPad-Ladder2-v0", "--episodes", "128", "--eval-episodes", "8",
+            "--out", str(tmp_path)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    ladder.main()
+    result = json.loads((tmp_path / method / "seed0" / "PinPad-Ladder2-v0.json").read_text())
+    assert result["history"] and result["history"][-1]["episodes"] == 128
+    assert result["eval"]["episodes"] == result["eval_greedy"]["episodes"] == 8
