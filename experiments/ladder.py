@@ -254,7 +254,11 @@ def plot_curves(results: dict, rungs: list[str], methods: list[str], path: str) 
         axis.set_xlabel("episodes on this rung")
         axis.set_ylim(-0.02, 1.02)
     axes[0][0].set_ylabel("success (training batch)")
-    axes[0][-1].legend(fontsize=7)
+    labelled = {}
+    for axis in axes[0]:  # one legend entry per method, from whichever panel drew it
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            labelled.setdefault(label, handle)
+    axes[0][-1].legend(labelled.values(), labelled.keys(), fontsize=7)
     figure.tight_layout()
     write_atomically(path, lambda temp: figure.savefig(temp, format="png", dpi=110))
 
