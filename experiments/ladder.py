@@ -31,12 +31,13 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 import metacontroller_envs  # noqa: F401
+from metacontroller_agents.checkpoint import load_checkpoint
 from metacontroller_agents.evolution import EvolutionConfig, train_evolution
 from metacontroller_agents.internal_rl import InternalRLConfig, train_internal_rl
 from metacontroller_agents.policies import EVAL_SEED, evaluate_policy
+from metacontroller_agents.runs import POLICY_KINDS
 from metacontroller_agents.sb3_baselines import ALGORITHMS, make_env, train_sb3
 from metacontroller_envs.evaluate import wilson_interval
 from metacontroller_envs.files import write_atomically
@@ -98,12 +99,10 @@ def run_rung(method: str, disc: str, env_id: str, episodes: int, seed: int, out:
     """Train `method` on one rung (resuming its checkpoint), starting from `previous`."""
     if METHODS[method] == "sb3":
         model = out.with_suffix(".zip")
-        if not model.exists():
-            history = train_sb3("ppo", env_id, episodes, latent=disc if method == "ppo-latent"
-                                else None, seed=seed, device=device, every=128,
-                                out=out.with_suffix(".history.json"), save=model,
-                                init=previous)  # fmt: skip
-            del history
+        if not model.exists():  # (SB3 runs do not resume: a finished model is kept)
+            train_sb3("ppo", env_id, episodes, latent=disc if method == "ppo-latent" else None,
+                      seed=seed, device=device, every=128, out=out.with_suffix(".history.json"),
+                      save=model, init=previous)  # fmt: skip
         return model
     if METHODS[method] == "es":
         config: Any = EvolutionConfig(
@@ -127,7 +126,7 @@ def history_of(method: str, trained: Path) -> list[dict[str, Any]]:
     """The training curve of a finished rung: success per logged batch against episodes."""
     if METHODS[method] == "sb3":
         return json.loads(trained.with_suffix(".history.json").read_text())
-    saved = torch.load(trained, map_location="cpu", weights_only=True)
+    saved = load_checkpoint(trained, POLICY_KINDS)
     return [{"episodes": h["episodes"], "success": h["success"], "seconds": h["seconds"],
              "env_steps": h["env_steps"]} for h in saved["history"]]  # fmt: skip
 

@@ -22,7 +22,6 @@ import os
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -132,14 +131,22 @@ def make_env(
 # -- drawing ---------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=4)
+_FONTS: dict[int, Any] = {}
+
+
 def _font(size: int) -> Any:
-    """pygame's default font; pygame.font needs no display, so this works headless."""
+    """pygame's default font; pygame.font needs no display, so this works headless. Fonts
+    are kept per size until pygame quits (minigrid's close() calls pygame.quit(), which
+    invalidates every font made before it)."""
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     import pygame.font
 
-    pygame.font.init()
-    return pygame.font.Font(None, size)
+    if not pygame.font.get_init():
+        pygame.font.init()
+        _FONTS.clear()
+    if size not in _FONTS:
+        _FONTS[size] = pygame.font.Font(None, size)
+    return _FONTS[size]
 
 
 def line_height() -> int:

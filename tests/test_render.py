@@ -256,3 +256,13 @@ def test_solved_only_films_the_successes_alone():
     assert [r.seed for r in kept] == [solved[0].seed] and len(frames) == solved[0].length + 1
     with pytest.raises(ValueError, match="no episode succeeded"):
         play(1, "0-1-2-3-4-5-6-7", solved_only=True)
+
+
+def test_frames_still_draw_after_pygame_quits():
+    """minigrid's close() calls pygame.quit(), which invalidates the fonts made before it."""
+    import pygame
+
+    frames_of("random", episodes=1)
+    pygame.quit()
+    frames, results = frames_of("random", episodes=1)
+    assert len(frames) == results[0].length + 2
