@@ -40,18 +40,18 @@ def load_controller(controller: str, device: str = "cpu") -> LatentController:
     `module:factory`, whose factory() returns one."""
     from metacontroller_agents.pretrained import PREFIX
 
-    if FACTORY.fullmatch(controller) and not controller.startswith(PREFIX):
-        if not Path(controller).exists():
-            module, name = controller.split(":")
-            try:
-                factory = getattr(importlib.import_module(module), name)
-            except (ImportError, AttributeError) as error:
-                raise ValueError(f"cannot load controller factory {controller}: {error}") from None
-            made = factory()
-            if not isinstance(made, LatentController):
-                raise ValueError(f"{controller}() returned {type(made).__name__}, not a "
-                                 "LatentController")  # fmt: skip
-            return made
+    factory_name = FACTORY.fullmatch(controller) and not controller.startswith(PREFIX)
+    if factory_name and not Path(controller).exists():
+        module, name = controller.split(":")
+        try:
+            factory = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"cannot load controller factory {controller}: {error}") from None
+        made = factory()
+        if not isinstance(made, LatentController):
+            raise ValueError(f"{controller}() returned {type(made).__name__}, not a "
+                             "LatentController")  # fmt: skip
+        return made
     from metacontroller_agents.latent import LatentAgent
 
     return LatentAgent.from_checkpoint(controller, device=device)

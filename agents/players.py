@@ -159,15 +159,13 @@ def _internal_rl_player(
         message = f"checkpoint {checkpoint} holds no usable internal-RL config: {error}"
         raise ValueError(message) from None
     # one episode at a time: a batch of one (group advantages need groups of envs)
-    # (the trained policy is loaded below: not the one it started from, nor its start std)
+    # InternalRL starts from the checkpoint's trained policy, as evaluate_policy does (not
+    # from the policy the run started from, nor at its start std)
     config = dataclasses.replace(config, num_envs=1, batch_episodes=1, advantage="batch",
-                                 init_policy=None, init_std=None, device=device)  # fmt: skip
+                                 init_policy=str(checkpoint), init_std=None,
+                                 device=device)  # fmt: skip
     run = InternalRL(config)
     run.envs.close()  # its own training envs are not used here
-    try:
-        run.trained.load_state_dict(payload["policy"])
-    except (KeyError, RuntimeError) as error:
-        raise ValueError(f"checkpoint {checkpoint} holds no usable policy: {error}") from None
     env = (config.env, dict(config.env_kwargs))
     if config.raw_actions:  # the fine-tuned base model samples its own actions (or argmax)
         run.agent.sample = not greedy
