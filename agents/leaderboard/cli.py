@@ -9,9 +9,15 @@ from pathlib import Path
 
 import torch
 
-from metacontroller_agents.leaderboard.protocol import ENVS, PROFILES
+from metacontroller_agents.leaderboard.protocol import PROFILES
+from metacontroller_agents.leaderboard.ray_runner import LOCAL, run_benchmark_ray
 from metacontroller_agents.leaderboard.rows import ALGOS
 from metacontroller_agents.leaderboard.runner import run_benchmark
+
+#: Every env some profile runs (--only-env takes those of the chosen profile).
+ALL_ENVS = list(dict.fromkeys(env_id for p in PROFILES.values() for env_id in p.envs))
+#: GPUs a cell asks Ray for when --device is cuda and --gpus-per-cell is not given.
+GPU_SHARE = 0.25
 
 DESCRIPTION = "The leaderboard: every agent on every environment under one fixed protocol."
 #: Where results go by default, one folder per profile: under the working directory, never
@@ -29,8 +35,8 @@ def add_arguments(
                         help="the quick profile (the default): a smoke-level table")  # fmt: skip
     parser.add_argument("--only-algo", nargs="+", default=None, choices=list(ALGOS),
                         metavar="ALGO", help=f"rows to run, of {list(ALGOS)}")  # fmt: skip
-    parser.add_argument("--only-env", nargs="+", default=None, choices=list(ENVS),
-                        metavar="ENV", help=f"envs to run, of {list(ENVS)}")  # fmt: skip
+    parser.add_argument("--only-env", nargs="+", default=None, choices=ALL_ENVS,
+                        metavar="ENV", help="envs to run, of the profile's")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=None,
                         help="seeds to run (default: 0 .. the profile's seeds - 1)")  # fmt: skip
     parser.add_argument("--out", default=None,
@@ -39,6 +45,16 @@ def add_arguments(
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (0: torch's default). One by default: on a shared "
                              "2-core CPU, two threads ran BC 6x slower")  # fmt: skip
+    parser.add_argument("--ray", nargs="?", const=LOCAL, default=None, metavar="ADDRESS",
+                        help="run the cells as Ray tasks: alone, on a local Ray started with "
+                             "--workers CPUs; with an address (or auto), on that cluster. "
+                             "Needs the [ray] extra")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=None,
+                        help="CPUs of the local Ray (--ray without an address; default: "
+                             "all)")  # fmt: skip
+    parser.add_argument("--gpus-per-cell", type=float, default=None,
+                        help=f"GPUs each Ray task asks for (default: {GPU_SHARE} with --device "
+                             "cuda, else 0)")  # fmt: skip
     parser.set_defaults(run=bench_command, results=results)
     return parser
 
@@ -55,11 +71,25 @@ def results_folder(args: argparse.Namespace) -> Path:
 
 def bench_command(args: argparse.Namespace) -> int:
     profile = PROFILES[args.profile]
+    threads = max(args.threads, 1)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     out = results_folder(args)
-    failures = run_benchmark(profile, out, args.only_algo, args.only_env, args.seeds,
-                             args.device)  # fmt: skip
+    if args.ray is None:
+        if args.workers is not None or args.gpus_per_cell is not None:
+            raise SystemExit("--workers and --gpus-per-cell go with --ray")
+        failures = run_benchmark(profile, out, args.only_algo, args.only_env, args.seeds,
+                                 args.device)  # fmt: skip
+    else:
+        gpus = args.gpus_per_cell
+        if gpus is None:
+            gpus = GPU_SHARE if str(args.device).startswith("cuda") else 0.0
+        try:
+            failures = run_benchmark_ray(profile, out, args.only_algo, args.only_env,
+                                         args.seeds, args.device, args.ray, args.workers,
+                                         threads, gpus)  # fmt: skip
+        except ImportError as error:
+            raise SystemExit(str(error)) from None
     print(f"table: {out / 'leaderboard.md'}; curves: {out / 'curves.png'}")
     for cell, error in failures:
         print(f"failed: {cell.name}: {error}", file=sys.stderr)

@@ -25,24 +25,26 @@ from metacontroller_agents.leaderboard.protocol import (
     read_json,
     write_json,
 )
+from metacontroller_agents.pretrained import pretrained_path, provenance
 from metacontroller_envs.data.collection import collect, minari_root
 from metacontroller_envs.data.episodes import open_dataset
+from metacontroller_envs.files import write_atomically
 
 
 @dataclass(frozen=True)
 class Pretrained:
-    """A family's pretraining for one seed: its checkpoints and what each stage cost."""
+    """A family's pretraining for one seed: its checkpoints and what each stage cost (or,
+    for a shipped agent, its name and provenance)."""
 
-    folder: Path
+    bc: Path
+    """The base model's checkpoint (a BC checkpoint, or the discovery checkpoint that holds
+    it)."""
+    discovery: Path
     record: dict[str, Any]
 
-    @property
-    def bc(self) -> Path:
-        return self.folder / "bc.pt"
 
-    @property
-    def discovery(self) -> Path:
-        return self.folder / "discovery.pt"
+#: The files of a pretraining folder, in the order the stages write them.
+PRETRAINING_FILES = ("pretrain.json", "bc.pt", "discovery.pt")
 
 
 @dataclass
@@ -64,10 +66,26 @@ class Bench:
         """Where a cell keeps its checkpoints (in the cache, not committed)."""
         return self.cache / "cells" / cell.name
 
+    def pretraining_folder(self, family: str, seed: int) -> Path:
+        """Where the pretraining of `family` for `seed` is cached."""
+        return self.cache / "pretrain" / f"{family}-seed{seed}"
+
+    def pretraining_seed(self, seed: int) -> int:
+        """The seed whose pretraining seed `seed`'s cells use."""
+        return seed if self.profile.pretrain_seed is None else self.profile.pretrain_seed
+
     def pretrained(self, family: str, seed: int, stage: str) -> Pretrained:
-        """The pretraining of `family` for `seed` up to `stage` ("bc" or "discovery"), built
-        on first use and cached; a cache made under other pretraining numbers is rebuilt."""
-        folder = self.cache / "pretrain" / f"{family}-seed{seed}"
+        """The pretraining of `family` for `seed` up to `stage` ("bc" or "discovery"): the
+        profile's shipped agent for the family, else built on first use and cached; a cache
+        made under other pretraining numbers is rebuilt."""
+        name = self.profile.shipped_agent(family)
+        if name is not None:
+            path = pretrained_path(name)
+            record = {"family": family, "seed": None, "shipped": name,
+                      "provenance": provenance(name)}  # fmt: skip
+            return Pretrained(path, path, record)
+        seed = self.pretraining_seed(seed)
+        folder = self.pretraining_folder(family, seed)
         record_path = folder / "pretrain.json"
         wanted = self.profile.pretraining()
         record = read_json(record_path)
@@ -84,7 +102,7 @@ class Bench:
                 collected = time.perf_counter()
                 config = BCConfig(
                     dataset=dataset, preset=p.preset, steps=p.bc_steps, batch_size=p.batch_size,
-                    model_overrides={"max_len": max_len(family)}, eval_every=0,
+                    model_overrides={"max_len": max_len(family, p.envs)}, eval_every=0,
                     eval_episodes=1, checkpoint_every=p.bc_steps, seed=seed, device=self.device,
                 )  # fmt: skip
                 log: list[dict] = []
@@ -112,4 +130,22 @@ class Bench:
                     **{k: log[-1][k] for k in ("action_nll", "kl", "switches_per_episode")},
                 }  # fmt: skip
                 write_json(record_path, record)
-        return Pretrained(folder, record)
+        return Pretrained(folder / "bc.pt", folder / "discovery.pt", record)
+
+    def pretraining_files(self, family: str, seed: int) -> dict[str, bytes]:
+        """The cached pretraining of `family` for `seed` as bytes, to install on another
+        machine (Ray workers need not share a disk); empty for a shipped agent."""
+        if self.profile.shipped_agent(family) is not None:
+            return {}
+        folder = self.pretraining_folder(family, self.pretraining_seed(seed))
+        return {name: (folder / name).read_bytes() for name in PRETRAINING_FILES
+                if (folder / name).is_file()}  # fmt: skip
+
+    def install_pretraining(self, family: str, seed: int, files: dict[str, bytes]) -> None:
+        """Write files from pretraining_files into this machine's cache, each atomically,
+        the record last (a reader sees a record only once its checkpoints are there)."""
+        folder = self.pretraining_folder(family, self.pretraining_seed(seed))
+        for name in sorted(files, key=lambda name: name == "pretrain.json"):
+            path = folder / name
+            if not path.is_file() or path.read_bytes() != files[name]:
+                write_atomically(path, lambda temp, data=files[name]: Path(temp).write_bytes(data))

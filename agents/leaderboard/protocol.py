@@ -1,6 +1,7 @@
 """The leaderboard: every agent on every environment under one fixed protocol.
 
     python -m benchmarks.leaderboard --quick        # from a checkout; or: mcenv bench --quick
+    mcenv bench --profile standard --ray --workers 2   # cells as Ray tasks (ray_runner)
     mcenv bench --profile full [--only-algo internal-rl ppo] [--only-env PinPad-v0]
                 [--seeds 0 1 2] [--out DIR] [--device cpu|cuda|auto] [--threads N]
 
@@ -25,9 +26,11 @@ Rows (rows.ALGOS; one entry each, an adapter that trains and evaluates):
 The internal-RL rows, the latent rows and bc use the pretraining of the env's family (the
 registry's family and its pretraining env: PinPad-v0 for the PinPad envs,
 SubgoalBabyAI-Pretrain-v0 for BabyAI), a base model long enough for the longest episode of
-the family's envs here (their registered max_episode_steps + 1): for each seed, expert
-episodes (`mcenv collect`'s collector) -> behaviour cloning -> MetaController discovery,
-built once under <out>/cache/ and reused by every cell that needs it. A row that cannot
+the family's envs here (their registered max_episode_steps + 1): for each seed (or the
+profile's pretrain_seed), expert episodes (`mcenv collect`'s collector) -> behaviour
+cloning -> MetaController discovery, built once under <out>/cache/ and reused by every cell
+that needs it; or a shipped pretrained agent, where the profile names one for the family
+(Profile.shipped). A row that cannot
 run on an env (Disco103 without its weights) is shown as n/a with the reason as a
 footnote; finished cells are shown whatever a later invocation lacks.
 
@@ -47,6 +50,10 @@ Profiles (PROFILES):
          runs end to end; its numbers say nothing about what the agents can learn.
          Measured: 13.1 minutes from the command to the table (9.6 CPU-minutes) on the
          2-core development CPU, one torch thread, with other jobs running.
+  standard  the table to read, sized for one afternoon on 2 cores: 3 seeds, the shipped
+         PinPad-v0 agent as the PinPad pretraining, PinPad-v0 and the held-out ladder
+         (STANDARD_ENVS), 2,560 training episodes per PinPad RL cell and 64 per BabyAI
+         cell, 200 evaluation episodes (its Profile's caveat says what it can show).
   full   5 seeds, 20,000 training episodes per RL cell (the paper's internal-RL budget),
          1,000 evaluation episodes, pretraining of 20,000 expert episodes, 6,000 BC steps
          (the small preset's schedule) and 2,000 discovery steps (alpha 0.05). Estimated
@@ -73,6 +80,25 @@ from metacontroller_envs.files import write_atomically
 
 #: Version of the cell JSON layout: a cell written by another version is run again.
 FORMAT_VERSION = 1
+
+#: The quick and full profiles' columns, in order.
+ENVS: tuple[str, ...] = (
+    "PinPad-v0",
+    "PinPad-Posttrain-v0",
+    "SubgoalBabyAI-Pretrain-v0",
+    "SubgoalBabyAI-Posttrain-v0",
+)
+#: The standard profile's columns: the pretraining task, the held-out ladder (2, 3, 4 and
+#: 6 pairs; issue 32) and BabyAI's pretrain and post-train envs.
+STANDARD_ENVS: tuple[str, ...] = (
+    "PinPad-v0",
+    "PinPad-Ladder2-v0",
+    "PinPad-Ladder3-v0",
+    "PinPad-Ladder4-v0",
+    "PinPad-Posttrain-v0",
+    "SubgoalBabyAI-Pretrain-v0",
+    "SubgoalBabyAI-Posttrain-v0",
+)
 
 
 @dataclass(frozen=True)
@@ -106,18 +132,43 @@ class Profile:
     """Steps over which discovery's KL weight rises from 0 to alpha."""
     preset: str = "small"
     """Base model size (metacontroller_agents.transformer.PRESETS)."""
+    family_episodes: tuple[tuple[str, int], ...] = ()
+    """(family, episodes) pairs: that family's RL budget, instead of train_episodes (its
+    episodes cost more: BabyAI's run up to 384 steps where PinPad's end at a wrong pad)."""
+    shipped: tuple[tuple[str, str], ...] = ()
+    """(family, name) pairs: that family's base model and MetaController are the shipped
+    pretrained agent `name` (metacontroller_agents.pretrained), not trained in the run."""
+    pretrain_seed: int | None = None
+    """If set, every seed's cells share the pretraining of this seed (one base model per
+    family, as a shipped agent is); None: each seed pretrains its own."""
+    envs: tuple[str, ...] = field(default=ENVS, compare=False)
+    """The table's columns: the envs this profile runs (a cell's protocol does not depend
+    on which other envs run beside it)."""
     cost: str = field(default="", compare=False)
     """What running the whole table costs, for leaderboard.md (not part of the protocol)."""
+    caveat: str = field(default="", compare=False)
+    """What the profile can and cannot show: the line under its table."""
 
     def protocol(self) -> dict[str, Any]:
-        """The numbers a finished cell must have been run with (cost excluded)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
+        """The numbers a finished cell must have been run with (cost excluded), as its JSON
+        holds them (tuples as lists)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
+        return json.loads(json.dumps(fields))
 
     def pretraining(self) -> dict[str, Any]:
         """The numbers the shared pretraining depends on."""
         names = ("data_episodes", "bc_steps", "batch_size", "discovery_steps", "alpha",
                  "kl_warmup_steps", "preset")  # fmt: skip
         return {name: getattr(self, name) for name in names}
+
+    def budget(self, env_id: str) -> int:
+        """The RL rows' training episodes on `env_id` (its family's, else train_episodes)."""
+        return dict(self.family_episodes).get(registry.family(env_id), self.train_episodes)
+
+    def shipped_agent(self, family: str) -> str | None:
+        """The shipped pretrained agent that stands for `family`'s pretraining, if any."""
+        return dict(self.shipped).get(family)
+
 
 
 # fmt: off
@@ -126,26 +177,39 @@ PROFILES: dict[str, Profile] = {
         name="quick", seeds=3, train_episodes=4, log_every=2, num_envs=2, eval_episodes=8,
         data_episodes=200, bc_steps=40, batch_size=16, discovery_steps=40, kl_warmup_steps=20,
         cost="measured: 13.1 minutes (9.6 CPU-minutes) on the 2-core development CPU with "
-             "one torch thread, other jobs running"),
+             "one torch thread, other jobs running",
+        caveat="budgets so small that it only checks that every row runs end to end. Its "
+               "numbers say nothing about what the agents can learn; the standard profile "
+               "is the table to read."),
+    "standard": Profile(
+        name="standard", seeds=3, train_episodes=2560, family_episodes=(("babyai", 64),),
+        log_every=64, num_envs=64, eval_episodes=200, data_episodes=2000, bc_steps=1000,
+        batch_size=32, discovery_steps=500, alpha=0.05, kl_warmup_steps=200,
+        shipped=(("pinpad", "PinPad-v0"),), pretrain_seed=0, envs=STANDARD_ENVS,
+        cost="sized from each row's measured episodes/s on one core (session 24): about "
+             "3 CPU-hours, 1.5 hours with --ray --workers 2",
+        caveat="one afternoon on 2 cores. PinPad cells (PinPad-v0 and the held-out ladder "
+               "rungs of 2, 3, 4 and 6 pairs) start from the shipped base model and "
+               "MetaController and get 2,560 episodes each, without the rung-to-rung "
+               "curriculum: in the 12,800-episode ladder runs (docs/results/ladder.md, "
+               "batches of 128) raw-action RL passed 0.9 on 2 pairs by 2,700 episodes, "
+               "internal RL 0.5 by 7,800, and internal RL learned no 3- or 4-pair rung "
+               "without the curriculum. BabyAI cells get 64 episodes (one update) over a "
+               "base model trained in the run (2,000 expert episodes, 1,000 BC steps): "
+               "they show the zero-shot rows and that the RL rows run on BabyAI's "
+               "384-step episodes, not what RL learns there. Seeds vary the RL and the "
+               "evaluation layouts, not the pretraining (one per family)."),
     "full": Profile(
         name="full", seeds=5, train_episodes=20000, log_every=128, num_envs=64,
         eval_episodes=1000, data_episodes=20000, bc_steps=6000, batch_size=64,
         discovery_steps=2000, alpha=0.05, kl_warmup_steps=800,
         cost="estimated from the quick run's throughput: about 730 single-core CPU-hours "
              "for the cells (60% of it SB3 on the latent wrapper in BabyAI) and 4 hours of "
-             "pretraining; run it on a GPU, or a row at a time with --only-algo"),
+             "pretraining; run it on a GPU, or a row at a time with --only-algo",
+        caveat="the paper-scale budget (20,000 episodes per cell, 5 seeds, each seed its "
+               "own pretraining); a cluster's job (--ray auto)."),
 }
 # fmt: on
-
-#: The columns of the table, in order.
-ENVS: tuple[str, ...] = (
-    "PinPad-v0",
-    "PinPad-Posttrain-v0",
-    "SubgoalBabyAI-Pretrain-v0",
-    "SubgoalBabyAI-Posttrain-v0",
-)
-#: The families of those envs (the registry says each env's family), in table order.
-FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(registry.family(env_id) for env_id in ENVS))
 
 
 def pretrain_env(family: str) -> str:
@@ -156,11 +220,11 @@ def pretrain_env(family: str) -> str:
     return env_id
 
 
-def max_len(family: str) -> int:
+def max_len(family: str, envs: tuple[str, ...] = ENVS) -> int:
     """The base model's KV cache for a family: its longest episode here + 1, from the
-    registered max_episode_steps of the family's envs in ENVS."""
+    registered max_episode_steps of the family's envs among `envs`."""
     horizons = {env_id: gym.spec(env_id).max_episode_steps
-                for env_id in ENVS if registry.family(env_id) == family}  # fmt: skip
+                for env_id in envs if registry.family(env_id) == family}  # fmt: skip
     if not horizons or None in horizons.values():
         raise ValueError(f"family {family!r}: every env needs a max_episode_steps: {horizons}")
     return max(horizons.values()) + 1

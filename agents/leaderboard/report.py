@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from metacontroller_agents.leaderboard.pretraining import Bench
-from metacontroller_agents.leaderboard.protocol import ENVS, PROFILES, finished, read_json
+from metacontroller_agents.leaderboard.protocol import PROFILES, finished, read_json
 from metacontroller_agents.leaderboard.rows import ALGOS
 from metacontroller_envs.files import write_atomically
 
@@ -40,15 +40,29 @@ def load_results(bench: Bench) -> dict[tuple[str, str], list[dict[str, Any]]]:
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for path in sorted((bench.out / "cells").glob("*.json")):
         result = finished(path, bench.profile)
-        if result is not None and result["algo"] in ALGOS and result["env"] in ENVS:
+        if result is not None and result["algo"] in ALGOS and result["env"] in bench.profile.envs:
             results.setdefault((result["algo"], result["env"]), []).append(result)
     for cells in results.values():
         cells.sort(key=lambda r: r["seed"])
     return results
 
 
-COLUMNS = ("algo", "env", "success mean ± std", "return", "env steps", "episodes",
-           "wall-clock", "steps/s")  # fmt: skip
+COLUMNS = ("algo", "env", "success mean ± std", "95% CI", "return", "env steps", "episodes",
+           "eval episodes", "wall-clock", "steps/s")  # fmt: skip
+
+#: Student's t 97.5% quantile by degrees of freedom (seeds - 1), for the CI over seeds.
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228}  # fmt: skip
+
+
+def seed_interval(success: np.ndarray) -> str:
+    """The 95% t-interval of the mean success over seeds, clipped to [0, 1] ("-" for one
+    seed: the spread over seeds is unknown)."""
+    if len(success) < 2:
+        return "-"
+    half = T_975.get(len(success) - 1, 1.96) * success.std(ddof=1) / np.sqrt(len(success))
+    low, high = max(0.0, success.mean() - half), min(1.0, success.mean() + half)
+    return f"[{low:.3f}, {high:.3f}]"
 
 
 def duration(seconds: float) -> str:
@@ -59,7 +73,7 @@ def duration(seconds: float) -> str:
 
 
 def table_rows(
-    results: dict[tuple[str, str], list[dict[str, Any]]],
+    results: dict[tuple[str, str], list[dict[str, Any]]], envs: tuple[str, ...]
 ) -> tuple[list[list[str]], list[str]]:
     """One row per (algo, env) with results, and a not-applicable row (with its footnote)
     for each env a row with results does not apply to."""
@@ -67,14 +81,14 @@ def table_rows(
     for name, algo in ALGOS.items():
         if not any(key[0] == name for key in results):
             continue
-        for env_id in ENVS:
+        for env_id in envs:
             cells = results.get((name, env_id))
             reason = None if cells else algo.not_for(env_id)  # finished cells always show
             if reason is not None:
                 if reason not in notes:
                     notes.append(reason)
                 mark = f"n/a [{notes.index(reason) + 1}]"
-                rows.append([name, env_id, mark] + ["-"] * 5)
+                rows.append([name, env_id, mark] + ["-"] * (len(COLUMNS) - 3))
             elif cells:
                 success = np.array([c["eval"]["success"] for c in cells])
                 std = success.std(ddof=1) if len(success) > 1 else 0.0
@@ -85,18 +99,22 @@ def table_rows(
 
                 rows.append([
                     name, env_id, f"{success.mean():.3f} ± {std:.3f}{seeds}",
+                    seed_interval(success),
                     f"{mean(lambda c: c['eval']['return']):.3f}",
                     f"{mean(lambda c: c['train']['env_steps']):,.0f}",
                     f"{mean(lambda c: c['train']['episodes']):,.0f}",
+                    f"{mean(lambda c: c['eval']['episodes']):,.0f}",
                     duration(mean(lambda c: c["wall_clock_s"])),
                     f"{mean(lambda c: c['steps_per_s']):,.0f}",
                 ])  # fmt: skip
     return rows, notes
 
 
-def success_by_env(rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+def success_by_env(
+    rows: list[list[str]], envs: tuple[str, ...]
+) -> tuple[list[str], list[list[str]]]:
     """The table's success column at a glance: one row per algo, one column per env."""
-    envs = [env_id for env_id in ENVS if any(row[1] == env_id for row in rows)]
+    envs = [env_id for env_id in envs if any(row[1] == env_id for row in rows)]
     success = {(row[0], row[1]): row[2] for row in rows}
     algos = list(dict.fromkeys(row[0] for row in rows))
     return ["algo", *envs], [[a, *(success.get((a, e), "-") for e in envs)] for a in algos]
@@ -109,24 +127,33 @@ def markdown_table(header: list[str] | tuple[str, ...], rows: list[list[str]]) -
 
 
 def pretraining_rows(results: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict]:
-    """The pretraining records the cells carry, one per (family, seed), the most complete."""
+    """The pretraining records the cells carry, one per (family, seed), the most complete
+    (shipped agents are not among them: shipped_rows lists those)."""
     records: dict[tuple[str, int], dict] = {}
     for cells in results.values():
         for cell in cells:
             record = cell.get("pretraining")
-            if record:
+            if record and "shipped" not in record:
                 key = (record["family"], record["seed"])
                 if len(record) > len(records.get(key, {})):
                     records[key] = record
     return [records[key] for key in sorted(records)]
 
 
+def shipped_rows(results: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict]:
+    """The shipped agents the cells used as their pretraining, one record per family."""
+    records = {cell["pretraining"]["family"]: cell["pretraining"]
+               for cells in results.values() for cell in cells
+               if (cell.get("pretraining") or {}).get("shipped")}  # fmt: skip
+    return [records[family] for family in sorted(records)]
+
+
 def write_leaderboard(bench: Bench) -> Path:
     """leaderboard.md and curves.png from every finished cell of this profile in bench.out."""
     p = bench.profile
     results = load_results(bench)
-    rows, notes = table_rows(results)
-    curves = plot_curves(results, bench.out / "curves.png", p.name)
+    rows, notes = table_rows(results, p.envs)
+    curves = plot_curves(results, bench.out / "curves.png", p.name, p.envs)
     records = pretraining_rows(results)
     # the table's cost: every cell, and each pretraining once (BC's is in the bc cells)
     total = sum(
@@ -153,25 +180,22 @@ def write_leaderboard(bench: Bench) -> Path:
               f"({r['cells_failed']} failed) in {duration(r['seconds'])}, device {r['device']}, "
               f"{r['torch_threads']} torch thread(s)"
               for r in runs if r.get("profile") == p.name] + [""]  # fmt: skip
-    if p.name == "quick":
-        lines += [
-            "**This is the quick profile**: budgets so small that it only checks that every "
-            "row runs end to end. Its numbers say nothing about what the agents can learn; "
-            "the full profile (`--profile full`) is the benchmark.",
-            "",
-        ]
+    if p.caveat:
+        lines += [f"**What the {p.name} profile can and cannot show**: {p.caveat}", ""]
     lines += [
         "Success at a glance (evaluation success, mean ± std over seeds):",
         "",
-        markdown_table(*success_by_env(rows)),
+        markdown_table(*success_by_env(rows, p.envs)),
         "",
         markdown_table(COLUMNS, rows),
         "",
         f"success: the fraction of a cell's {p.eval_episodes} evaluation episodes (episode i "
         "of seed k from reset(seed=10^9 + 10^6 k + i), seeds no training uses) that succeed, "
         "mean ± sample standard deviation over seeds (n = the number of seeds, where below "
-        "3); return: mean evaluation return; env steps and episodes: the training budget "
-        "spent (mean over seeds; the latent rows count primitive env steps); wall-clock: "
+        "3); 95% CI: Student's t-interval of that mean over seeds, clipped to [0, 1]; "
+        "return: mean evaluation return; env steps and episodes: the training budget "
+        "spent (mean over seeds; the latent rows count primitive env steps); eval episodes: "
+        "per cell; wall-clock: "
         "training and evaluation of one seed, the shared pretraining excepted (below); "
         "steps/s: env steps of training and evaluation per second of that wall-clock.",
         "",
@@ -202,6 +226,16 @@ def write_leaderboard(bench: Bench) -> Path:
             f"(alpha {p.alpha}, KL warm-up {p.kl_warmup_steps} steps), once per (family, "
             "seed), shared by the bc, internal-RL and latent rows.", "",
         ]  # fmt: skip
+    shipped = shipped_rows(results)
+    if shipped:
+        lines += ["## Shipped pretraining", "",
+                  *[f"- {r['family']}: the shipped agent `{r['shipped']}` (base model and "
+                    "MetaController, not trained in this run), made by "
+                    f"`{r['provenance']['command']}` "
+                    f"at commit {r['provenance']['commit']} on {r['provenance']['date']}; shared "
+                    "by every seed's bc, internal-RL and latent rows, whose seeds vary only the "
+                    "RL and the evaluation. Its bc row costs nothing here."
+                    for r in shipped], ""]  # fmt: skip
     lines += ["## Profiles", ""]
     lines += [f"- `{q.name}`: {q.seeds} seeds, {q.train_episodes:,} training episodes per RL "
               f"cell, {q.eval_episodes:,} evaluation episodes, {q.data_episodes:,} expert "
@@ -213,7 +247,10 @@ def write_leaderboard(bench: Bench) -> Path:
 
 
 def plot_curves(
-    results: dict[tuple[str, str], list[dict[str, Any]]], path: Path, title: str
+    results: dict[tuple[str, str], list[dict[str, Any]]],
+    path: Path,
+    title: str,
+    envs: tuple[str, ...],
 ) -> Path:
     """Success against training episodes, median and 25-75% band over seeds, one panel per
     env (the paper's Fig. 8); rows without a curve appear as dashed evaluation levels."""
@@ -222,8 +259,7 @@ def plot_curves(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    envs = [env_id for env_id in ENVS if any(key[1] == env_id for key in results)]
-    envs = envs or list(ENVS)
+    envs = [env_id for env_id in envs if any(key[1] == env_id for key in results)] or list(envs)
     columns = min(2, len(envs))
     rows = -(-len(envs) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 3.6 * rows + 0.8),

@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metacontroller_agents.checkpoint import load_checkpoint, load_model
+from metacontroller_agents.checkpoint import load_checkpoint, model_from_checkpoint
 from metacontroller_agents.disco import WEIGHTS_ENV
 from metacontroller_agents.disco_agent import DiscoConfig, load_actor, train_disco
 from metacontroller_agents.evaluate import RolloutReport, rollout
@@ -123,14 +123,18 @@ def evaluate_expert(bench: Bench, cell: Cell, trained: Trained) -> RolloutReport
 
 
 def train_bc_row(bench: Bench, cell: Cell, pretrained: Pretrained | None) -> Trained:
-    """BC is the pretraining's base model: its cost is the BC stage's."""
+    """BC is the pretraining's base model: its cost is the BC stage's (none for a shipped
+    agent, whose provenance the table's pretraining section gives)."""
+    if "shipped" in pretrained.record:
+        return Trained(agent=pretrained.bc, seconds=0.0)
     data, bc = pretrained.record["data"], pretrained.record["bc"]
     return Trained(agent=pretrained.bc, episodes=data["episodes"], env_steps=data["env_steps"],
                    seconds=bc["seconds"])  # fmt: skip
 
 
 def evaluate_bc(bench: Bench, cell: Cell, trained: Trained) -> RolloutReport:
-    model, _ = load_model(trained.agent, bench.device)
+    payload = load_checkpoint(trained.agent, ("bc", "discovery"), bench.device)
+    model = model_from_checkpoint(payload, trained.agent, bench.device)
     start = time.perf_counter()
     result = rollout(model, gym.spec(cell.env_id), bench.profile.eval_episodes, bench.device,
                      wave_size(bench), eval_seed(cell.seed))  # fmt: skip
@@ -168,7 +172,7 @@ def train_internal_rl_row(
 ) -> Trained:
     p = bench.profile
     config = InternalRLConfig(
-        checkpoint=str(pretrained.discovery), env=cell.env_id, episodes=p.train_episodes,
+        checkpoint=str(pretrained.discovery), env=cell.env_id, episodes=p.budget(cell.env_id),
         batch_episodes=p.log_every, num_envs=p.num_envs, seed=cell.seed, device=bench.device,
         **options,
     )  # fmt: skip
@@ -205,7 +209,7 @@ def train_sb3_row(bench: Bench, cell: Cell, pretrained: Pretrained | None, algo:
     latent = None if pretrained is None else str(pretrained.discovery)
     path = bench.work(cell) / "model.zip"
     start = time.perf_counter()
-    history = train_sb3(algo, cell.env_id, bench.profile.train_episodes, latent, cell.seed,
+    history = train_sb3(algo, cell.env_id, bench.profile.budget(cell.env_id), latent, cell.seed,
                         bench.device, bench.profile.log_every, save=path)  # fmt: skip
     last = history[-1]
     return Trained(agent=(algo, path, latent), episodes=last["episodes"],
@@ -231,7 +235,7 @@ def train_es_row(bench: Bench, cell: Cell, pretrained: Pretrained | None) -> Tra
     p = bench.profile
     population = max(2, min(32, p.log_every // 4 // 2 * 2))
     config = EvolutionConfig(
-        checkpoint=str(pretrained.discovery), env=cell.env_id, episodes=p.train_episodes,
+        checkpoint=str(pretrained.discovery), env=cell.env_id, episodes=p.budget(cell.env_id),
         population=population, episodes_per_member=max(1, p.log_every // population),
         seed=cell.seed, device=bench.device,
     )  # fmt: skip
@@ -248,7 +252,7 @@ def no_disco_weights(env_id: str) -> str | None:
 def train_disco_row(bench: Bench, cell: Cell, pretrained: Pretrained | None) -> Trained:
     """Disco103 from scratch, learning curve every log_every episodes."""
     p = bench.profile
-    config = DiscoConfig(env=cell.env_id, episodes=p.train_episodes, num_envs=p.num_envs,
+    config = DiscoConfig(env=cell.env_id, episodes=p.budget(cell.env_id), num_envs=p.num_envs,
                          log_every=p.log_every, seed=cell.seed, device=bench.device)  # fmt: skip
     path = bench.work(cell) / "disco.pt"
     start = time.perf_counter()
