@@ -219,7 +219,7 @@ def train_evolution(
     generator = torch.Generator(device=run.device)
     bar = tqdm(range(start, iterations), initial=start, total=iterations, desc="evolution",
                disable=not job.progress)  # fmt: skip
-    clock = time.perf_counter()
+    clock, env_steps = time.perf_counter(), 0
     for iteration in bar:
         generator.manual_seed(config.seed * 1_000_003 + iteration)
         half = torch.randn(pairs, dimension, generator=generator, device=run.device)
@@ -239,9 +239,12 @@ def train_evolution(
             "best_member_return": float(fitness.max()),
             "seconds": time.perf_counter() - clock,
         }
+        env_steps += metrics["env_steps"]  # primitive steps, as BC's tokens/s and Disco's
+        metrics["env_steps_per_s"] = env_steps / max(metrics["seconds"], 1e-9)
         saved.history.append(metrics)
         job.record(metrics)
-        bar.set_postfix(success=f"{metrics['success']:.3f}")
+        bar.set_postfix(success=f"{metrics['success']:.3f}",
+                        sps=f"{metrics['env_steps_per_s']:.0f}")  # fmt: skip
         if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == iterations:
             saved.save(iteration + 1)
     return checkpoint

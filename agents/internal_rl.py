@@ -406,7 +406,7 @@ def train_internal_rl(
     iterations = -(-config.episodes // config.batch_episodes)
     bar = tqdm(range(start, iterations), initial=start, total=iterations,
                desc="internal rl", disable=not job.progress)  # fmt: skip
-    clock = time.perf_counter()
+    clock, env_steps = time.perf_counter(), 0
     for iteration in bar:
         episodes = run.collect(iteration)
         groups = episodes.groups if config.advantage == "group" else None
@@ -430,10 +430,13 @@ def train_internal_rl(
             "loss": loss.item(),
             "seconds": time.perf_counter() - clock,
         }
+        env_steps += metrics["env_steps"]  # primitive steps, as BC's tokens/s and Disco's
+        metrics["env_steps_per_s"] = env_steps / max(metrics["seconds"], 1e-9)
         saved.history.append(metrics)
         job.record(metrics)
         bar.set_postfix(success=f"{metrics['success']:.3f}",
-                        choices=f"{metrics['choices_per_episode']:.1f}")  # fmt: skip
+                        choices=f"{metrics['choices_per_episode']:.1f}",
+                        sps=f"{metrics['env_steps_per_s']:.0f}")  # fmt: skip
         if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == iterations:
             saved.save(iteration + 1)
     return checkpoint

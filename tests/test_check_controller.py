@@ -137,3 +137,30 @@ def test_a_correct_controller_and_the_latent_agent_pass():
     env = LatentActionWrapper(gym.make("PinPad-v0"), Toy(num_envs=1))  # the wrapper takes it
     env.reset(seed=0)
     assert env.step(np.zeros(2, np.float32))[0].shape == (8,)
+
+
+class TaskReader(Toy):
+    """A task-conditioned controller: observe takes the envs' infos and keeps them."""
+
+    def __init__(self, num_envs=3):
+        super().__init__(num_envs=num_envs)
+        self.infos = []
+
+    def observe(self, observations, rows, infos=None):
+        assert infos is not None and len(infos) == len(rows), "infos must come, one per row"
+        self.infos.extend(infos)
+        return super().observe(observations, rows)
+
+
+def test_observe_receives_the_envs_infos_where_it_takes_them():
+    check_controller(TaskReader())  # the checker hands them, as the wrappers do
+    controller = TaskReader(num_envs=1)
+    env = LatentActionWrapper(gym.make("PinPad-v0"), controller, threshold=0.0)
+    _, reset_info = env.reset(seed=0)
+    assert controller.infos == [reset_info]  # reset's info at the first step
+    done, steps = False, 0
+    while not done:
+        _, _, terminated, truncated, info = env.step(np.zeros(2, np.float32))
+        done, steps = terminated or truncated, steps + 1
+        assert controller.infos[-1].keys() == info.keys() - {"primitive_steps"}
+    assert len(controller.infos) == 1 + steps  # the terminal observation's info too

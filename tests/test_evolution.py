@@ -117,5 +117,7 @@ def test_command_runs_es(discovery_checkpoint, tmp_path):
             "--episodes", "8", "--population", "4", "--episodes-per-member", "2",
             "--device", "cpu", "--out", str(tmp_path / "es.pt")]  # fmt: skip
     assert main(args) == 0
-    assert load_checkpoint(tmp_path / "es.pt", "evolution")["history"][0]["episodes"] == 8
+    (point,) = load_checkpoint(tmp_path / "es.pt", "evolution")["history"]
+    assert point["episodes"] == 8
+    assert point["env_steps_per_s"] == pytest.approx(point["env_steps"] / point["seconds"])
     assert main(args) == 2  # the checkpoint exists: neither --resume nor --overwrite

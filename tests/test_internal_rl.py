@@ -129,7 +129,9 @@ def test_commands_run_internal_rl_and_the_sb3_rows(discovery_checkpoint, tmp_pat
           "--episodes", "8", "--batch-episodes", "8", "--num-envs", "4", "--device", "cpu",
           "--out", str(tmp_path / "rl.pt")]  # fmt: skip
     assert main(rl) == 0
-    assert load_checkpoint(tmp_path / "rl.pt", "internal_rl")["history"][0]["episodes"] == 8
+    (point,) = load_checkpoint(tmp_path / "rl.pt", "internal_rl")["history"]
+    assert point["episodes"] == 8  # and steps/s logged, as BC's tokens/s
+    assert point["env_steps_per_s"] == pytest.approx(point["env_steps"] / point["seconds"])
     task_in_obs = ["--env-kwargs", '{"task_in_obs": true}']
     for algo, latent in [("ppo", task_in_obs), ("sac", ["--latent", discovery_checkpoint])]:
         out = tmp_path / f"{algo}.json"

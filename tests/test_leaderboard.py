@@ -1,6 +1,7 @@
 """The leaderboard (issue 7, part 1): a tiny run gives a well-formed table, JSON and curves;
 a re-run skips finished cells; a cell that fails or is interrupted keeps the finished ones."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +14,14 @@ from benchmarks import leaderboard as checkout_script
 from metacontroller_agents.evaluate import RolloutReport
 from metacontroller_agents.leaderboard import cli, pretraining
 from metacontroller_agents.leaderboard.pretraining import Bench
-from metacontroller_agents.leaderboard.protocol import ENVS, Cell, Profile, finished, max_len
+from metacontroller_agents.leaderboard.protocol import (
+    ENVS,
+    PROFILES,
+    Cell,
+    Profile,
+    finished,
+    max_len,
+)
 from metacontroller_agents.leaderboard.report import COLUMNS, write_leaderboard
 from metacontroller_agents.leaderboard.rows import ALGOS, Algo, Trained
 from metacontroller_agents.leaderboard.runner import run_benchmark, run_cell
@@ -267,3 +275,33 @@ def test_disco103_row_trains_and_evaluates_and_needs_the_weights(tmp_path, monke
     write_leaderboard(Bench(TINY, tmp_path, "cpu"))
     row = parse_table((tmp_path / "leaderboard.md").read_text())[0]
     assert row["algo"] == "disco103" and not row["success mean ± std"].startswith("n/a")
+
+
+def test_the_standard_profile_runs_on_the_shipped_agent(tmp_path):
+    """The standard profile's PinPad pretraining is the shipped PinPad-v0 agent: no data,
+    BC or discovery is run, and the table says where the base model came from."""
+    standard = dataclasses.replace(PROFILES["standard"], eval_episodes=8)
+    assert standard.budget("PinPad-Ladder4-v0") == standard.train_episodes
+    assert standard.budget("SubgoalBabyAI-Posttrain-v0") < standard.train_episodes
+    assert run_benchmark(standard, tmp_path, algos=["bc"], envs=["PinPad-Ladder2-v0"],
+                         seeds=[0], device="cpu", progress=False) == []  # fmt: skip
+    cell = json.loads((tmp_path / "cells" / "bc--PinPad-Ladder2-v0--seed0.json").read_text())
+    assert cell["pretraining"]["shipped"] == "PinPad-v0" and cell["train"]["episodes"] == 0
+    assert cell["pretraining"]["provenance"]["commit"]
+    assert finished(tmp_path / "cells" / "bc--PinPad-Ladder2-v0--seed0.json", standard)
+    assert not (tmp_path / "cache" / "pretrain").exists()
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "## Shipped pretraining" in text and "the shipped agent `PinPad-v0`" in text
+    assert "What the standard profile can and cannot show" in text
+    with pytest.raises(ValueError, match="unknown env 'PinPad-Ladder2-v0' for the quick"):
+        run_benchmark(PROFILES["quick"], tmp_path, envs=["PinPad-Ladder2-v0"], device="cpu")
+
+
+def test_a_pretrain_seed_shares_one_pretraining_across_seeds(tmp_path):
+    shared = dataclasses.replace(TINY, pretrain_seed=0)
+    assert run_benchmark(shared, tmp_path, algos=["bc"], envs=["PinPad-v0"], seeds=[0, 1],
+                         device="cpu", progress=False) == []  # fmt: skip
+    assert [p.name for p in (tmp_path / "cache" / "pretrain").iterdir()] == ["pinpad-seed0"]
+    seeds = [json.loads((tmp_path / "cells" / f"bc--PinPad-v0--seed{k}.json").read_text())
+             ["pretraining"]["seed"] for k in (0, 1)]  # fmt: skip
+    assert seeds == [0, 0]

@@ -11,7 +11,8 @@ contract of `LatentController`, each broken part with its own message:
 - rows are independent: a row played alone, or beside others in either order, returns
   the same actions, and e_t and beta_t equal up to float rounding;
 - `reset(rows)` starts those rows' episodes afresh, and the same seed gives the same
-  actions.
+  actions;
+- a controller whose observe takes `infos` gets them, as the wrappers hand them.
 
 Torch-free, like the wrappers: it sees the controller only through the Protocol.
 """
@@ -24,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from metacontroller_envs.checks import check_env_id
-from metacontroller_envs.wrappers.latent import LatentController
+from metacontroller_envs.wrappers.latent import LatentController, observe
 
 #: Primitive steps each check plays.
 STEPS = 12
@@ -90,7 +91,9 @@ def play(
     new codes every 3rd step (the same for every row, so no row's choice hangs on
     another's beta); what each row returned, per step."""
     controller.reset(np.arange(controller.num_envs, dtype=np.int64), seed=seed)
-    observations = {r: envs[r].reset(seed=seed + r)[0] for r in rows}
+    started = {r: envs[r].reset(seed=seed + r) for r in rows}
+    observations = {r: started[r][0] for r in rows}
+    infos = {r: started[r][1] for r in rows}
     seen: dict[int, dict[str, list]] = {r: {"e": [], "beta": [], "actions": []} for r in rows}
     live = list(rows)
     for t in range(STEPS):
@@ -98,23 +101,30 @@ def play(
             break
         live_array = np.array(live, dtype=np.int64)
         stacked = np.stack([observations[r] for r in live])
-        e, beta = check_observed(controller, stacked, live_array, first=t == 0)
+        e, beta = check_observed(controller, stacked, live_array, first=t == 0,
+                                 infos=[infos[r] for r in live])  # fmt: skip
         z = codes[t][live_array] if t % 3 == 0 else None
         actions = check_actions(controller, live_array, z, envs[0].action_space)
         for k, r in enumerate(list(live)):
             seen[r]["e"].append(e[k])
             seen[r]["beta"].append(beta[k])
             seen[r]["actions"].append(actions[k])
-            observations[r], _, terminated, truncated, _ = envs[r].step(actions[k])
+            observations[r], _, terminated, truncated, infos[r] = envs[r].step(actions[k])
             if terminated or truncated:
                 live.remove(r)
     return {r: {name: np.array(values) for name, values in seen[r].items()} for r in rows}
 
 
 def check_observed(
-    controller: Any, observations: np.ndarray, rows: np.ndarray, first: bool
+    controller: Any,
+    observations: np.ndarray,
+    rows: np.ndarray,
+    first: bool,
+    infos: list[dict[str, Any]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    out = controller.observe(observations, rows)
+    """observe's outputs, checked; the infos go to a controller that takes them, as the
+    wrappers hand them."""
+    out = observe(controller, observations, rows, infos)
     if not (isinstance(out, tuple) and len(out) == 2):
         fail(f"observe must return (e, beta), got {type(out).__name__}")
     e, beta = (np.asarray(x) for x in out)
@@ -152,16 +162,16 @@ def check_reset(controller: Any, env: gym.Env, codes: np.ndarray, seed: int) -> 
     fresh = play(controller, [env, env], [0], codes, seed)[0]
     rows = np.array([0], dtype=np.int64)
     controller.reset(np.arange(controller.num_envs, dtype=np.int64), seed=seed)
-    observation = env.reset(seed=seed)[0]
+    observation, info = env.reset(seed=seed)
     for t in range(3):  # a few steps into an episode, then reset the row
-        check_observed(controller, observation[None], rows, first=t == 0)
+        check_observed(controller, observation[None], rows, first=t == 0, infos=[info])
         action = check_actions(controller, rows, codes[t][:1], env.action_space)[0]
-        observation, _, terminated, truncated, _ = env.step(action)
+        observation, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             break
     controller.reset(rows, seed=seed)
-    observation = env.reset(seed=seed)[0]
-    out = controller.observe(observation[None], rows)
+    observation, info = env.reset(seed=seed)
+    out = observe(controller, observation[None], rows, [info])
     e, beta = np.asarray(out[0]), np.asarray(out[1])
     if beta[0] != 1:
         fail(f"after reset(rows) beta must be 1 (a new episode), got {beta[0]}")

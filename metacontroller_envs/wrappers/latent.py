@@ -24,6 +24,7 @@ model call per primitive step.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -70,14 +71,46 @@ class LatentController(Protocol):
         ...
 
     def observe(self, observations: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Read o_t (len(rows), *obs_shape); returns e_t (len(rows), observation_size)
-        float32 and beta_t (len(rows),), 1 at an episode's first step."""
+        """Read o_t (len(rows), *obs_shape), the observations the env returned, at reset and
+        after every primitive step, the terminal one included; returns e_t (len(rows),
+        observation_size) float32 and beta_t (len(rows),) float, a probability in [0, 1]
+        that is 1 at an episode's first step. Rows sit at different time steps: all state
+        is per row. A controller whose observe also takes an `infos` keyword receives the
+        envs' infos there (a list of dicts, in the order of `rows`: reset's info at the
+        first step), e.g. the task of a task-conditioned model; one without it never
+        does."""
         ...
 
     def act(self, rows: np.ndarray, z: np.ndarray | None) -> np.ndarray:
-        """Finish the step last observed: with z (len(rows), n_z), these rows take the new
-        codes; with None they keep theirs. Returns the primitive actions a_t."""
+        """Finish the step last observed: with z (len(rows), n_z) float32, these rows take
+        the new codes; with None they keep theirs. Returns the primitive actions a_t, an
+        array of len(rows) actions of the env's action space (for a Discrete space,
+        integers)."""
         ...
+
+
+def takes_infos(controller: LatentController) -> bool:
+    """Whether the controller's observe takes the envs' infos (an `infos` keyword)."""
+    try:
+        parameters = inspect.signature(controller.observe).parameters
+    except (TypeError, ValueError):  # no signature to read: call it the plain way
+        return False
+    return "infos" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+
+
+def observe(
+    controller: LatentController,
+    observations: np.ndarray,
+    rows: np.ndarray,
+    infos: list[dict[str, Any]] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """controller.observe, with the envs' infos where it takes them (the one place that
+    decides)."""
+    if infos is not None and takes_infos(controller):
+        return controller.observe(observations, rows, infos=infos)
+    return controller.observe(observations, rows)
 
 
 def switch_fires(beta: np.ndarray, threshold: float) -> np.ndarray:
@@ -185,7 +218,7 @@ class _LatentEpisodes:
             infos.append({**info, "primitive_steps": 0})
         self.controller.reset(rows, seed=controller_seed)
         observations = np.stack([self.env_obs[row] for row in rows])
-        self.embedding[rows], _ = self.controller.observe(observations, rows)
+        self.embedding[rows], _ = observe(self.controller, observations, rows, infos)
         self.live[rows] = True
         return infos
 
@@ -219,7 +252,8 @@ class _LatentEpisodes:
             stop = ended.copy()
             if seen.size:
                 observations = np.stack([self.env_obs[rows[j]] for j in seen])
-                embedding, beta = self.controller.observe(observations, rows[seen])
+                embedding, beta = observe(self.controller, observations, rows[seen],
+                                          [infos[j] for j in seen])  # fmt: skip
                 self.embedding[rows[seen]] = embedding
                 fired = np.zeros(len(moving), dtype=bool)
                 fired[np.searchsorted(moving, seen)] = switch_fires(beta, self.threshold)
