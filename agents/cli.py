@@ -81,11 +81,15 @@ def add_train(commands: argparse._SubParsersAction, name: str, help: str) -> Non
         if "checkpoint" in flags:
             add_pretrained_flag(parser, "the shipped base model and MetaController NAME "
                                 "(instead of --checkpoint)")  # fmt: skip
+        if stage in ("internal-rl", "es"):
+            add_controller_flag(parser, "--checkpoint")
     sb3 = stages.add_parser("sb3", help="Stable-Baselines3 on the raw env or on the codes")
     sb3.add_argument("--algo", default="ppo", choices=["ppo", "sac"])
     sb3.add_argument("--env", default="PinPad-Posttrain-v0")
     sb3.add_argument("--latent", default=None, metavar="CHECKPOINT",
-                     help="discovery checkpoint: act on its codes")  # fmt: skip
+                     help="discovery checkpoint, pretrained:NAME or module:factory: act on "
+                          "its codes")  # fmt: skip
+    add_controller_flag(sb3, "--latent", dest="latent")
     sb3.add_argument("--env-kwargs", default=None, help="JSON, e.g. '{\"task_in_obs\": true}'")
     sb3.add_argument("--episodes", type=int, default=20000, help="budget in episodes")
     sb3.add_argument("--every", type=int, default=100, help="episodes per logged point")
@@ -137,6 +141,17 @@ def add_analyze(commands: argparse._SubParsersAction, name: str, help: str) -> N
     analyze.add_argument("--figure", default=None, help="PNG of beta over the subgoals")
     analyze.add_argument("--device", default="auto")
     analyze.set_defaults(run=analyze_command)
+
+
+def add_controller_flag(
+    parser: argparse.ArgumentParser, same_as: str, dest: str = "checkpoint"
+) -> None:
+    """--controller MODULE:FACTORY: any LatentController (metacontroller_agents.controllers),
+    the same option as `same_as`, which also takes it."""
+    parser.add_argument("--controller", dest=dest, default=None, metavar="MODULE:FACTORY",
+                        help="a LatentController of your own model: a function that takes "
+                             f"num_envs and returns one (the same as {same_as} "
+                             "MODULE:FACTORY)")  # fmt: skip
 
 
 def train_command(args: argparse.Namespace) -> int:

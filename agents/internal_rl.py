@@ -33,6 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from metacontroller_agents.analysis import load_metacontroller
+from metacontroller_agents.controllers import is_factory, load_controller
 from metacontroller_agents.data import resolve_device
 from metacontroller_agents.latent import LatentAgent
 from metacontroller_agents.runs import PolicyCheckpoint, RunOptions, load_initial_policy, start_job
@@ -56,7 +57,10 @@ class InternalRLConfig:
     budget (nothing is scheduled over the episodes: more simply go on)."""
 
     checkpoint: str
-    """Discovery checkpoint (from `mcenv train discover`): the base model and MetaController."""
+    """Discovery checkpoint (from `mcenv train discover`): the base model and MetaController;
+    or any LatentController as `module:factory` (metacontroller_agents.controllers), whose
+    codes the policy then chooses through the Protocol alone (not with raw_actions or
+    force_switch, which need our base model and MetaController)."""
     env: str = "PinPad-Posttrain-v0"
     """The task to learn (a registered env id; its vector entry point is used where it has
     one, else a SyncVectorEnv)."""
@@ -245,13 +249,22 @@ class InternalRL:
     def __init__(self, config: InternalRLConfig) -> None:
         self.config = config
         self.device = resolve_device(config.device)
-        base, meta, _ = load_metacontroller(config.checkpoint, self.device)
-        if config.force_switch:
-            meta.config = dataclasses.replace(meta.config, force_switch=True)
         self.raw = config.raw_actions
-        self.agent = LatentAgent(
-            base, None if self.raw else meta, config.num_envs, self.device, sample=self.raw
-        )
+        if is_factory(config.checkpoint):  # a user's controller, through the Protocol
+            if self.raw or config.force_switch:
+                raise ValueError(
+                    "raw_actions and force_switch need a discovery checkpoint (our base "
+                    f"model), not the factory {config.checkpoint}"
+                )
+            self.agent = load_controller(config.checkpoint, config.num_envs, str(self.device))
+            base = None
+        else:
+            base, meta, _ = load_metacontroller(config.checkpoint, self.device)
+            if config.force_switch:
+                meta.config = dataclasses.replace(meta.config, force_switch=True)
+            self.agent = LatentAgent(
+                base, None if self.raw else meta, config.num_envs, self.device, sample=self.raw
+            )
         self.envs = same_step_vector_env(config.env, config.num_envs, config.env_kwargs)
         if not isinstance(self.envs.single_action_space, gym.spaces.Discrete):
             raise ValueError(f"internal RL here needs discrete actions, got {self.envs}")
@@ -259,7 +272,8 @@ class InternalRL:
         if self.raw:
             self.trained: nn.Module = base
         else:
-            self.trained = LatentPolicy(base.config.width, meta.config.latent_dim, config.hidden)
+            self.trained = LatentPolicy(self.agent.observation_size, self.agent.latent_dim,
+                                        config.hidden)  # fmt: skip
         if config.init_policy is not None:
             load_initial_policy(self.trained, config.init_policy, self.device)
         if config.init_std is not None:

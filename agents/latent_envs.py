@@ -9,60 +9,33 @@ takes a Gymnasium id can train on the metacontroller's codes.
 
 `Latent-<id>` is registered for every env of the PinPad family with the shipped
 `PinPad-v0` base model and MetaController as its controller; `controller=` takes a
-discovery checkpoint, `pretrained:NAME`, or `module:factory` (a callable that returns a
-LatentController with num_envs 1), and `env_kwargs=` the wrapped env's keyword arguments
-(e.g. {"task": "0-1-4-5"}). Because the env is built from its id and plain arguments,
-gymnasium's check_env can rebuild it from its spec: it passes with no skip flag.
+discovery checkpoint, `pretrained:NAME`, or `module:factory` (a function that returns a
+LatentController: metacontroller_agents.controllers), and `env_kwargs=` the wrapped env's
+keyword arguments (e.g. {"task": "0-1-4-5"}). Because the env is built from its id and
+plain arguments, gymnasium's check_env can rebuild it from its spec: it passes with no
+skip flag.
 """
 
 from __future__ import annotations
 
-import importlib
-import re
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
 import metacontroller_envs  # noqa: F401  (registers the wrapped envs)
+from metacontroller_agents.controllers import load_controller
 from metacontroller_envs.registry import ids_of
-from metacontroller_envs.wrappers import LatentActionWrapper, LatentController
+from metacontroller_envs.wrappers import LatentActionWrapper
 
 #: The controller of every registered latent env: the shipped base model and MetaController.
 DEFAULT_CONTROLLER = "pretrained:PinPad-v0"
-
-#: A controller given as `package.module:factory`.
-FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
-
-
-def load_controller(controller: str, device: str = "cpu") -> LatentController:
-    """A LatentController for one env: a discovery checkpoint, `pretrained:NAME`, or
-    `module:factory`, whose factory() returns one."""
-    from metacontroller_agents.pretrained import PREFIX
-
-    factory_name = FACTORY.fullmatch(controller) and not controller.startswith(PREFIX)
-    if factory_name and not Path(controller).exists():
-        module, name = controller.split(":")
-        try:
-            factory = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as error:
-            raise ValueError(f"cannot load controller factory {controller}: {error}") from None
-        made = factory()
-        if not isinstance(made, LatentController):
-            raise ValueError(f"{controller}() returned {type(made).__name__}, not a "
-                             "LatentController")  # fmt: skip
-        return made
-    from metacontroller_agents.latent import LatentAgent
-
-    return LatentAgent.from_checkpoint(controller, device=device)
-
 
 class LatentEnv(gym.Env):
     """A suite env whose action is the metacontroller's code z (LatentActionWrapper), built
     from plain arguments so that its spec rebuilds it.
 
     ## Arguments
-    env_id: the wrapped env; controller: see `load_controller`; env_kwargs: the wrapped
+    env_id: the wrapped env; controller: see controllers.load_controller; env_kwargs: the wrapped
     env's keyword arguments; threshold, observation: LatentActionWrapper's; device: where
     a checkpoint's model runs.
     """
@@ -80,7 +53,7 @@ class LatentEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         inner = gym.make(env_id, render_mode=render_mode, **(env_kwargs or {}))
-        self.wrapped = LatentActionWrapper(inner, load_controller(controller, device),
+        self.wrapped = LatentActionWrapper(inner, load_controller(controller, device=device),
                                            threshold, observation)  # fmt: skip
         self.action_space = self.wrapped.action_space
         self.observation_space = self.wrapped.observation_space

@@ -150,16 +150,16 @@ class PolicyLogits(nn.Module):
 def make_env(
     env_id: str, latent: str | None, device: str, seed: int, env_kwargs: dict | None = None
 ) -> gym.Env:
-    """The raw env (gym.make(env_id, **env_kwargs)), or with a discovery checkpoint
-    `latent`, its LatentActionWrapper."""
+    """The raw env (gym.make(env_id, **env_kwargs)), or with `latent` (a discovery
+    checkpoint, pretrained:NAME or module:factory: controllers.load_controller), its
+    LatentActionWrapper."""
     check_env_id(env_id, env_kwargs)
     env = gym.make(env_id, **(env_kwargs or {}))
     if latent is not None:
-        from metacontroller_agents.latent import LatentAgent
+        from metacontroller_agents.controllers import load_controller
         from metacontroller_envs.wrappers import LatentActionWrapper
 
-        agent = LatentAgent.from_checkpoint(latent, device=device, seed=seed)
-        env = LatentActionWrapper(env, agent)
+        env = LatentActionWrapper(env, load_controller(latent, 1, device, seed))
     return Monitor(env)
 
 
