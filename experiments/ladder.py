@@ -45,10 +45,13 @@ from metacontroller_envs.registry import ladder_ids
 
 #: The methods, as the internal-RL config fields (or SB3 setting) that make each; "-stdlr":
 #: with the log std's own learning rate (InternalRLConfig.std_lr), reopened to the prior's
-#: 1 at the start of every rung (init_std), beyond the paper.
+#: 1 at the start of every rung (init_std), beyond the paper; "-b64": 64 episodes per
+#: update instead of 128 (twice the updates for the same episodes), beyond the paper.
 METHODS = {
     "internal-rl": {},
     "internal-rl-stdlr": {"std_lr": 3e-3, "init_std": 1.0},
+    "internal-rl-b64": {"batch_episodes": 64},
+    "raw-actions-b64": {"raw_actions": True, "batch_episodes": 64},
     "beta1": {"force_switch": True},
     "beta1-stdlr": {"force_switch": True, "std_lr": 3e-3, "init_std": 1.0},
     "raw-actions": {"raw_actions": True},

@@ -223,8 +223,10 @@ def write_leaderboard(bench: Bench) -> Path:
                             "bc", "discovery"], table), "",
             f"The {p.preset} preset cloned for {p.bc_steps} steps of {p.batch_size} "
             f"episodes, then a MetaController discovered for {p.discovery_steps} steps "
-            f"(alpha {p.alpha}, KL warm-up {p.kl_warmup_steps} steps), once per (family, "
-            "seed), shared by the bc, internal-RL and latent rows.", "",
+            f"(alpha {p.alpha}, KL warm-up {p.kl_warmup_steps} steps), once per "
+            + ("(family, seed)" if p.pretrain_seed is None else
+               f"family (seed {p.pretrain_seed}'s, for every seed)")
+            + ", shared by the bc, internal-RL and latent rows.", "",
         ]  # fmt: skip
     shipped = shipped_rows(results)
     if shipped:
