@@ -22,6 +22,18 @@ def save_checkpoint(path: str | Path, kind: str, **content: Any) -> Path:
     return write_atomically(path, lambda temp: torch.save(payload, temp))
 
 
+def read_weights_only(path: str | Path, device: str | torch.device = "cpu") -> Any:
+    """A torch file read with the weights-only loader (no pickled code runs), or a
+    ValueError that names the file: missing, or corrupt / not a torch file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise ValueError(f"checkpoint {path} is corrupt or not a torch file: {error}") from None
+
+
 def load_checkpoint(
     path: str | Path, kind: str | tuple[str, ...], device: str | torch.device = "cpu"
 ) -> dict:
@@ -29,12 +41,7 @@ def load_checkpoint(
     `kind`: the kind of run it must hold, or a tuple of the kinds accepted. `path` may name
     a shipped agent as `pretrained:NAME` (metacontroller_agents.pretrained)."""
     path = resolve_checkpoint(path)
-    if not path.is_file():
-        raise ValueError(f"no checkpoint at {path}")
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged file
-        raise ValueError(f"checkpoint {path} is corrupt or not a torch file: {error}") from None
+    payload = read_weights_only(path, device)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a metacontroller-envs checkpoint")
     if payload.get("format_version") != FORMAT_VERSION:

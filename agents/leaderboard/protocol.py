@@ -186,8 +186,8 @@ PROFILES: dict[str, Profile] = {
         log_every=64, num_envs=64, eval_episodes=200, data_episodes=2000, bc_steps=1000,
         batch_size=32, discovery_steps=500, alpha=0.05, kl_warmup_steps=200,
         shipped=(("pinpad", "PinPad-v0"),), pretrain_seed=0, envs=STANDARD_ENVS,
-        cost="sized from each row's measured episodes/s on one core (session 24): about "
-             "3 CPU-hours, 1.5 hours with --ray --workers 2",
+        cost="measured: 110.7 minutes with --ray --workers 2 on the 2-core development "
+             "CPU, beside other jobs for part of it (its cells: 218 single-core minutes)",
         caveat="one afternoon on 2 cores. PinPad cells (PinPad-v0 and the held-out ladder "
                "rungs of 2, 3, 4 and 6 pairs) start from the shipped base model and "
                "MetaController and get 2,560 episodes each, without the rung-to-rung "

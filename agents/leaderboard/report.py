@@ -170,15 +170,15 @@ def write_leaderboard(bench: Bench) -> Path:
         "",
         f"Generated on {datetime.date.today().isoformat()} by `{command}` on {machine()} "
         f"(device {bench.device}, {torch.get_num_threads()} torch thread(s)). Its cells and "
-        f"their pretraining took {duration(total)} of wall-clock in all. The invocations "
-        "that made it (runs.json; each from its first cell to this table, re-runs skip "
-        "finished cells):",
+        f"their pretraining add up to {duration(total)} of wall-clock (run side by side "
+        "under --ray, they take less from end to end). The invocations that made it "
+        "(runs.json; each from its first cell to this table, re-runs skip finished cells):",
         "",
     ]
     runs = read_json(bench.out / "runs.json") or []
     lines += [f"- {r['date']}: {r['cells_run']} of {r['cells_selected']} cells run "
               f"({r['cells_failed']} failed) in {duration(r['seconds'])}, device {r['device']}, "
-              f"{r['torch_threads']} torch thread(s)"
+              f"{r['torch_threads']} torch thread(s), {r.get('runner', 'sequential')} runner"
               for r in runs if r.get("profile") == p.name] + [""]  # fmt: skip
     if p.caveat:
         lines += [f"**What the {p.name} profile can and cannot show**: {p.caveat}", ""]
@@ -266,7 +266,8 @@ def plot_curves(
     rows = -(-len(envs) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 3.6 * rows + 0.8),
                                 sharey=True, squeeze=False)  # fmt: skip
-    colours = {name: plt.cm.tab10(i % 10) for i, name in enumerate(ALGOS)}
+    # tab20's dark shades first, then its light ones: 11 rows, 11 distinct colours
+    colours = {name: plt.cm.tab20((2 * i) % 20 + (2 * i) // 20) for i, name in enumerate(ALGOS)}
     for axis, env_id in zip(axes.flat, envs, strict=False):
         for name in ALGOS:
             cells = results.get((name, env_id), [])
