@@ -240,7 +240,8 @@ def write_leaderboard(bench: Bench) -> Path:
                     for r in shipped], ""]  # fmt: skip
     lines += ["## Profiles", ""]
     lines += [f"- `{q.name}`: {q.seeds} seeds, {q.train_episodes:,} training episodes per RL "
-              f"cell, {q.eval_episodes:,} evaluation episodes, {q.data_episodes:,} expert "
+              f"cell{''.join(f' ({f}: {n:,})' for f, n in q.family_episodes)}, "
+              f"{q.eval_episodes:,} evaluation episodes, {q.data_episodes:,} expert "
               f"episodes, {q.bc_steps:,} BC and {q.discovery_steps:,} discovery steps; "
               f"{q.cost}." for q in PROFILES.values()]  # fmt: skip
     text = "\n".join(lines) + "\n"
