@@ -39,7 +39,7 @@ from metacontroller_agents.internal_rl import InternalRLConfig, train_internal_r
 from metacontroller_agents.policies import EVAL_SEED, evaluate_policy
 from metacontroller_agents.runs import POLICY_KINDS
 from metacontroller_agents.sb3_baselines import ALGORITHMS, make_env, train_sb3
-from metacontroller_envs.evaluate import wilson_interval
+from metacontroller_envs.evaluate import seed_interval, wilson_interval
 from metacontroller_envs.files import write_atomically
 from metacontroller_envs.registry import ladder_ids
 
@@ -59,10 +59,6 @@ METHODS = {
     "ppo-raw": "sb3",
     "ppo-latent": "sb3",
 }
-
-#: Two-sided 95% t critical values by degrees of freedom (seeds - 1).
-T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
-
 
 def evaluate_rung(method: str, trained: Path, disc: str, env_id: str, episodes: int,
                   device: str, greedy: bool) -> dict[str, Any]:  # fmt: skip
@@ -206,10 +202,10 @@ def cell(evaluations: list[dict[str, Any]]) -> str:
 def seed_summary(values: list[float]) -> str:
     """mean [95% t-interval] over seeds."""
     mean = float(np.mean(values))
-    if len(values) < 2:
+    interval = seed_interval(values)
+    if interval is None:
         return f"{mean:.3f}"
-    half = T_95[len(values) - 1] * float(np.std(values, ddof=1)) / len(values) ** 0.5
-    return f"{mean:.3f} [{max(0.0, mean - half):.3f}, {min(1.0, mean + half):.3f}]"
+    return f"{mean:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def report_command(args: argparse.Namespace) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -18,6 +19,23 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+#: Student's t 97.5% quantile by degrees of freedom (runs - 1), for intervals over seeds.
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228}  # fmt: skip
+
+
+def seed_interval(rates: Sequence[float]) -> tuple[float, float] | None:
+    """95% t-interval of the mean of success rates over seeds (runs), clipped to [0, 1];
+    None for fewer than two runs (their spread is unknown)."""
+    n = len(rates)
+    if n < 2:
+        return None
+    mean = sum(rates) / n
+    std = math.sqrt(sum((r - mean) ** 2 for r in rates) / (n - 1))
+    half = T_975.get(n - 1, 1.96) * std / math.sqrt(n)
+    return max(0.0, mean - half), min(1.0, mean + half)
 
 
 def episode_success(info: dict) -> bool:

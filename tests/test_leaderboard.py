@@ -305,3 +305,13 @@ def test_a_pretrain_seed_shares_one_pretraining_across_seeds(tmp_path):
     seeds = [json.loads((tmp_path / "cells" / f"bc--PinPad-v0--seed{k}.json").read_text())
              ["pretraining"]["seed"] for k in (0, 1)]  # fmt: skip
     assert seeds == [0, 0]
+
+
+def test_the_interval_over_seeds_is_students_t_clipped_to_rates():
+    from metacontroller_envs.evaluate import seed_interval
+
+    assert seed_interval([0.5]) is None  # one seed: no spread to speak of
+    low, high = seed_interval([0.2, 0.4, 0.6])  # mean 0.4, std 0.2, t(2) = 4.303
+    half = 4.303 * 0.2 / 3**0.5
+    assert (low, high) == (pytest.approx(0.0), pytest.approx(0.4 + half))  # clipped at 0
+    assert seed_interval([0.9, 0.9]) == (pytest.approx(0.9), pytest.approx(0.9))

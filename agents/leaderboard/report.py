@@ -19,6 +19,7 @@ import torch
 from metacontroller_agents.leaderboard.pretraining import Bench
 from metacontroller_agents.leaderboard.protocol import PROFILES, finished, read_json
 from metacontroller_agents.leaderboard.rows import ALGOS
+from metacontroller_envs.evaluate import seed_interval
 from metacontroller_envs.files import write_atomically
 
 
@@ -50,19 +51,10 @@ def load_results(bench: Bench) -> dict[tuple[str, str], list[dict[str, Any]]]:
 COLUMNS = ("algo", "env", "success mean ± std", "95% CI", "return", "env steps", "episodes",
            "eval episodes", "wall-clock", "steps/s")  # fmt: skip
 
-#: Student's t 97.5% quantile by degrees of freedom (seeds - 1), for the CI over seeds.
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262, 10: 2.228}  # fmt: skip
-
-
-def seed_interval(success: np.ndarray) -> str:
-    """The 95% t-interval of the mean success over seeds, clipped to [0, 1] ("-" for one
-    seed: the spread over seeds is unknown)."""
-    if len(success) < 2:
-        return "-"
-    half = T_975.get(len(success) - 1, 1.96) * success.std(ddof=1) / np.sqrt(len(success))
-    low, high = max(0.0, success.mean() - half), min(1.0, success.mean() + half)
-    return f"[{low:.3f}, {high:.3f}]"
+def interval_text(success: np.ndarray) -> str:
+    """The 95% t-interval over seeds as the table shows it ("-" for one seed)."""
+    interval = seed_interval([float(x) for x in success])
+    return "-" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def duration(seconds: float) -> str:
@@ -99,7 +91,7 @@ def table_rows(
 
                 rows.append([
                     name, env_id, f"{success.mean():.3f} ± {std:.3f}{seeds}",
-                    seed_interval(success),
+                    interval_text(success),
                     f"{mean(lambda c: c['eval']['return']):.3f}",
                     f"{mean(lambda c: c['train']['env_steps']):,.0f}",
                     f"{mean(lambda c: c['train']['episodes']):,.0f}",
