@@ -121,3 +121,14 @@ def test_ray_without_the_extra_says_which_to_install(tmp_path, monkeypatch, caps
     with pytest.raises(SystemExit, match="go with --ray"):
         main(["bench", "--quick", "--only-algo", "random", "--out", str(tmp_path),
               "--workers", "2"])  # fmt: skip
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"workers": 0}, "workers must be a positive integer"),
+    ({"threads": 0}, "threads must be a positive integer"),
+    ({"gpus_per_cell": -1.0}, "gpus_per_cell must be >= 0"),
+])  # fmt: skip
+def test_ray_options_are_checked_before_ray_starts(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        run_benchmark_ray(TINY, tmp_path, ["random"], ["PinPad-v0"], device="cpu", **options)
+    assert not ray.is_initialized()

@@ -38,6 +38,7 @@ from metacontroller_agents.leaderboard.runner import (
     unfinished,
 )
 from metacontroller_envs import registry
+from metacontroller_envs.checks import check_count
 
 #: --ray without an address: start a local Ray for this run.
 LOCAL = "local"
@@ -95,6 +96,11 @@ def run_benchmark_ray(
     running cluster (`workers` is then the cluster's business). Each task asks for
     `threads` CPUs (and its torch uses that many) and `gpus_per_cell` GPUs. Returns the
     failures, as run_benchmark does."""
+    check_count("threads", threads)
+    if workers is not None:
+        check_count("workers", workers)
+    if not gpus_per_cell >= 0:
+        raise ValueError(f"gpus_per_cell must be >= 0, got {gpus_per_cell!r}")
     ray = import_ray()
     bench = Bench(profile, Path(out), str(resolve_device(device)))
     cells = select_cells(profile, algos, envs, seeds)
