@@ -1,12 +1,17 @@
 """What a trained MetaController discovered: switch statistics against the ground-truth
-subgoals and the paper's Fig. A3 (beta over the colour-coded subgoal). The steering
-experiment (App. B.3.2) is experiments/steering.py."""
+subgoals and the paper's Fig. A3 (beta over the colour-coded subgoal), either on expert
+data (`infer_switches`: our MetaController's posterior over recorded episodes) or in closed
+loop (`play_switches`: any LatentController playing the env on codes from the prior,
+scored against the env's own `info["subgoal_index"]`). The steering experiment (App.
+B.3.2) is experiments/steering.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -20,6 +25,8 @@ from metacontroller_agents.metacontroller import (
 )
 from metacontroller_agents.transformer import CausalTransformer
 from metacontroller_envs.data import EpisodeArrays
+from metacontroller_envs.wrappers import LatentActionVectorWrapper, LatentController
+from metacontroller_envs.wrappers.latent import observe
 
 
 def load_metacontroller(
@@ -64,6 +71,98 @@ def infer_switches(
         "mask": np.concatenate(masks),
         "subgoal_index": np.concatenate(subgoals),
     }
+
+
+class SwitchRecorder:
+    """A LatentController that hands every call to `inner` and keeps, per row, beta_t and
+    the env's subgoal index at each step the row acts on (so an episode's last observation,
+    read but never acted on, is left out, as expert data leaves it out)."""
+
+    def __init__(self, inner: LatentController) -> None:
+        self.inner = inner
+        self.steps: list[list[tuple[float, int]]] = [[] for _ in range(inner.num_envs)]
+        self._seen: list[tuple[float, int] | None] = [None] * inner.num_envs
+
+    @property
+    def num_envs(self) -> int:
+        return self.inner.num_envs
+
+    @property
+    def latent_dim(self) -> int:
+        return self.inner.latent_dim
+
+    @property
+    def observation_size(self) -> int:
+        return self.inner.observation_size
+
+    def reset(self, rows: np.ndarray, seed: int | None = None) -> None:
+        self.inner.reset(rows, seed=seed)
+        for row in rows:
+            self.steps[row], self._seen[row] = [], None
+
+    def observe(
+        self, observations: np.ndarray, rows: np.ndarray, infos: list[dict[str, Any]] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if infos is None or any("subgoal_index" not in info for info in infos):
+            raise ValueError(
+                "the env gives no info['subgoal_index']: the closed-loop switch analysis "
+                "scores switches against the env's ground-truth subgoal (PinPad and "
+                "SubgoalBabyAI envs give it)"
+            )
+        e, beta = observe(self.inner, observations, rows, infos)
+        for k, row in enumerate(rows):
+            self._seen[row] = (float(beta[k]), int(infos[k]["subgoal_index"]))
+        return e, beta
+
+    def act(self, rows: np.ndarray, z: np.ndarray | None) -> np.ndarray:
+        for row in rows:
+            self.steps[row].append(self._seen[row])
+        return self.inner.act(rows, z)
+
+
+def play_switches(
+    controller: LatentController,
+    env_id: str,
+    episodes: int,
+    seed: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
+    threshold: float = SWITCH_THRESHOLD,
+) -> dict[str, np.ndarray]:
+    """beta (N, L), the mask of real steps and the env's subgoal index, for `episodes`
+    episodes played in closed loop: `controller` drives `env_id` through the latent wrapper
+    on codes from the prior N(0, I) (clipped to the wrapper's bound), a new one where its
+    switch fires. Episode k is env seed `seed + k`; the codes come from `seed`. The arrays
+    are infer_switches' (for switch_report and plot_switches), for any controller."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    recorder = SwitchRecorder(controller)
+    rows = controller.num_envs
+    envs = [gym.make(env_id, **(env_kwargs or {})) for _ in range(rows)]
+    vector = LatentActionVectorWrapper(envs, recorder, threshold)
+    rng = np.random.default_rng(seed)
+    played: list[list[tuple[float, int]]] = []
+    try:
+        for first in range(0, episodes, rows):
+            vector.reset(seed=seed + first)
+            ended = np.zeros(rows, dtype=bool)
+            taken: list[list[tuple[float, int]]] = [[] for _ in range(rows)]
+            while not ended.all():
+                z = rng.standard_normal(vector.action_space.shape).astype(np.float32)
+                _, _, terminated, truncated, _ = vector.step(z)
+                for row in np.flatnonzero((terminated | truncated) & ~ended):
+                    taken[row], ended[row] = list(recorder.steps[row]), True
+            played.extend(taken[: episodes - first])
+    finally:
+        vector.close()
+    longest = max(len(steps) for steps in played)
+    beta = np.zeros((len(played), longest), np.float32)
+    mask = np.zeros((len(played), longest), bool)
+    subgoal_index = np.zeros((len(played), longest), np.int64)
+    for i, steps in enumerate(played):
+        if steps:
+            beta[i, : len(steps)], subgoal_index[i, : len(steps)] = zip(*steps, strict=True)
+        mask[i, : len(steps)] = True
+    return {"beta": beta, "mask": mask, "subgoal_index": subgoal_index}
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from gymnasium.envs.registration import EnvSpec
 from metacontroller_agents.bc import BCConfig, train_bc
 from metacontroller_agents.checkpoint import load_checkpoint
 from metacontroller_agents.configs import add_config_flags, given_flags
+from metacontroller_agents.controllers import add_controller_flag
 from metacontroller_agents.disco_agent import KIND as DISCO_KIND
 from metacontroller_agents.disco_agent import DiscoConfig, train_disco
 from metacontroller_agents.discovery import DiscoveryConfig, train_discovery
@@ -135,23 +136,20 @@ def add_eval(commands: argparse._SubParsersAction, name: str, help: str) -> None
 
 def add_analyze(commands: argparse._SubParsersAction, name: str, help: str) -> None:
     analyze = commands.add_parser(name, help=help)
-    analyze.add_argument("--checkpoint", required=True, help="from train discover")
+    analyze.add_argument("--checkpoint", default=None, help="from train discover")
+    add_pretrained_flag(analyze, "the shipped MetaController NAME (instead of --checkpoint)")
+    add_controller_flag(analyze, "--checkpoint")
     analyze.add_argument("--dataset", default=None, help="default: the one it trained on")
+    analyze.add_argument("--env", default=None,
+                         help="play this env in closed loop on codes from the prior instead "
+                              "of reading expert data (needed for --controller)")  # fmt: skip
+    analyze.add_argument("--env-kwargs", default=None, help="JSON keyword arguments of --env")
+    analyze.add_argument("--num-envs", type=int, default=64, help="--env: episodes side by side")
+    analyze.add_argument("--seed", type=int, default=0, help="--env: episode k is seed + k")
     analyze.add_argument("--episodes", type=int, default=1000, help="episodes scored")
     analyze.add_argument("--figure", default=None, help="PNG of beta over the subgoals")
     analyze.add_argument("--device", default="auto")
     analyze.set_defaults(run=analyze_command)
-
-
-def add_controller_flag(
-    parser: argparse.ArgumentParser, same_as: str, dest: str = "checkpoint"
-) -> None:
-    """--controller MODULE:FACTORY: any LatentController (metacontroller_agents.controllers),
-    the same option as `same_as`, which also takes it."""
-    parser.add_argument("--controller", dest=dest, default=None, metavar="MODULE:FACTORY",
-                        help="a LatentController of your own model: a function that takes "
-                             f"num_envs and returns one (the same as {same_as} "
-                             "MODULE:FACTORY)")  # fmt: skip
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -241,26 +239,49 @@ def train_disco_command(args: argparse.Namespace) -> int:
 
 
 def analyze_command(args: argparse.Namespace) -> int:
+    """Switches against the ground-truth subgoals: on expert data through a discovery
+    checkpoint's posterior, or (--env) in closed loop for any controller."""
     import numpy as np
 
     from metacontroller_agents.analysis import (
         infer_switches,
         load_metacontroller,
+        play_switches,
         plot_switches,
         switch_report,
     )
+    from metacontroller_agents.controllers import is_factory, load_controller
     from metacontroller_agents.data import check_dataset_fits, resolve_device
-    from metacontroller_envs.checks import check_count
+    from metacontroller_envs.checks import check_count, check_env_id
+    from metacontroller_envs.cli import env_kwargs_from_json
     from metacontroller_envs.data import load_episodes
 
+    checkpoint = pretrained_checkpoint(args)
+    if checkpoint is None:
+        raise ValueError("give --checkpoint PATH, --pretrained NAME or --controller MODULE:FACTORY")
+    check_count("--episodes", args.episodes)
     device = resolve_device(args.device)
-    base, meta, payload = load_metacontroller(args.checkpoint, device)
-    dataset = args.dataset or payload["train_config"]["dataset"]
-    data = load_episodes(dataset)
-    check_dataset_fits(data, dataset, base.config)
-    episodes = np.arange(min(check_count("--episodes", args.episodes), data.num_episodes))
-    result = infer_switches(base, meta, data, episodes, device)
-    print(switch_report(**result).line())
+    if args.env is not None:  # closed loop, any LatentController
+        if args.dataset is not None:
+            raise ValueError("give --dataset (expert data) or --env (closed loop), not both")
+        kwargs = {} if args.env_kwargs is None else env_kwargs_from_json(args.env_kwargs)
+        check_env_id(args.env, kwargs)
+        rows = min(check_count("--num-envs", args.num_envs), args.episodes)
+        controller = load_controller(checkpoint, rows, str(device), args.seed)
+        result = play_switches(controller, args.env, args.episodes, args.seed, kwargs)
+        print(f"{args.env}, closed loop on codes from the prior: {switch_report(**result).line()}")
+    else:
+        if is_factory(checkpoint):
+            raise ValueError(
+                "a --controller MODULE:FACTORY is analysed in closed loop: give --env ID"
+            )
+        base, meta, payload = load_metacontroller(checkpoint, device)
+        dataset = args.dataset or payload["train_config"]["dataset"]
+        data = load_episodes(dataset)
+        check_dataset_fits(data, dataset, base.config)
+        episodes = np.arange(min(args.episodes, data.num_episodes))
+        result = infer_switches(base, meta, data, episodes, device)
+        print(switch_report(**result).line())
     if args.figure:
         print(f"figure: {plot_switches(**result, path=args.figure)}")
     return 0

@@ -12,6 +12,7 @@ user's own model:
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
 import re
@@ -79,3 +80,14 @@ def shipped_controller(num_envs: int = 1) -> LatentController:
     from metacontroller_agents.latent import LatentAgent
 
     return LatentAgent.pretrained("PinPad-v0", num_envs)
+
+
+def add_controller_flag(
+    parser: argparse.ArgumentParser, same_as: str, dest: str = "checkpoint"
+) -> None:
+    """--controller MODULE:FACTORY: any LatentController (metacontroller_agents.controllers),
+    the same option as `same_as`, which also takes it."""
+    parser.add_argument("--controller", dest=dest, default=None, metavar="MODULE:FACTORY",
+                        help="a LatentController of your own model: a function that takes "
+                             f"num_envs and returns one (the same as {same_as} "
+                             "MODULE:FACTORY)")  # fmt: skip

@@ -34,7 +34,8 @@ class ModelPlayer:
 
     def __init__(self, agent: Any) -> None:
         self.agent = agent
-        self.max_steps = agent.base.config.max_len - 1  # as evaluate.rollout cuts
+        base = getattr(agent, "base", None)  # None: a user's controller, cut by the env alone
+        self.max_steps = None if base is None else base.config.max_len - 1  # as rollout cuts
 
     def start(self, env: gym.Env, seed: int) -> None:
         self.agent.reset(_ROW, seed=seed)
@@ -122,6 +123,19 @@ def make_player(
         )
     from gymnasium.envs.registration import EnvSpec
 
+    from metacontroller_agents.controllers import is_factory, load_controller
+    from metacontroller_agents.internal_rl import InternalRLConfig
+
+    if is_factory(checkpoint):  # a user's LatentController: its switches, prior codes
+        if agent != "metacontroller":
+            raise ValueError(
+                f"--controller {checkpoint} is a LatentController: film it with --agent "
+                "metacontroller (codes from the prior), or film an internal-RL checkpoint "
+                "trained on it with --agent internal-rl"
+            )
+        controller = load_controller(checkpoint, 1, device)
+        return PriorPlayer(controller, InternalRLConfig.threshold), None
+
     from metacontroller_agents.latent import LatentAgent
 
     if agent == "bc":
@@ -131,7 +145,6 @@ def make_player(
         player: Player = ModelPlayer(LatentAgent(model, None, 1, device, sample=not greedy))
     elif agent == "metacontroller":
         from metacontroller_agents.analysis import load_metacontroller
-        from metacontroller_agents.internal_rl import InternalRLConfig
 
         base, meta, payload = load_metacontroller(checkpoint, device)
         # the switch threshold internal RL uses by default (the paper's 0.5)

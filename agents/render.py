@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from metacontroller_agents.controllers import add_controller_flag
 from metacontroller_agents.players import AGENTS, make_player
 from metacontroller_agents.pretrained import add_pretrained_flag, pretrained_checkpoint
 from metacontroller_envs.checks import check_count, check_env_id
@@ -44,7 +45,7 @@ def render_video(
     player, trained_on = make_player(agent, checkpoint, device, greedy)
     env = make_env(env_id, env_kwargs, trained_on)
     model = getattr(player, "agent", None)
-    if model is not None:
+    if getattr(model, "base", None) is not None:  # our model: its input shape is known
         shape = tuple(env.observation_space.shape)
         if shape != tuple(model.base.config.obs_shape):
             raise ValueError(
@@ -67,6 +68,7 @@ def add_command(commands: argparse._SubParsersAction, name: str, help: str) -> N
                         help="bc: a BC checkpoint; metacontroller: a discovery checkpoint; "
                              "internal-rl: an internal-RL checkpoint")  # fmt: skip
     add_pretrained_flag(render, "a shipped agent NAME (instead of --checkpoint)")
+    add_controller_flag(render, "--checkpoint")
     render.add_argument("--episodes", type=int, default=1)
     render.add_argument("--out", required=True, help="videos/NAME.mp4 or videos/NAME.gif")
     render.add_argument("--seed", type=int, default=0, help="episode k: reset(seed=seed + k)")

@@ -58,26 +58,32 @@ METHODS = {
     "es": "es",
     "ppo-raw": "sb3",
     "ppo-latent": "sb3",
+    "sac-latent": "sb3",
 }
+
+#: The SB3 methods: the algorithm, and whether it drives the latent wrapper of the base.
+SB3_METHODS = {"ppo-raw": ("ppo", False), "ppo-latent": ("ppo", True), "sac-latent": ("sac", True)}
+
 
 def evaluate_rung(method: str, trained: Path, disc: str, env_id: str, episodes: int,
                   device: str, greedy: bool) -> dict[str, Any]:  # fmt: skip
     """Success of a finished rung's policy on `episodes` fresh layouts, played as trained
     or greedily (mean codes, argmax actions)."""
     if METHODS[method] == "sb3":
-        return evaluate_sb3(trained, disc if method == "ppo-latent" else None, env_id,
-                            episodes, device, greedy)  # fmt: skip
+        algo, latent = SB3_METHODS[method]
+        return evaluate_sb3(algo, trained, disc if latent else None, env_id, episodes, device,
+                            greedy)  # fmt: skip
     report = evaluate_policy(trained, episodes, EVAL_SEED, device, env=env_id, greedy=greedy)
     return {"episodes": report.episodes, "successes": report.successes,
             "success": report.success_rate,
             "interval": wilson_interval(report.successes, report.episodes)}  # fmt: skip
 
 
-def evaluate_sb3(model_path: Path, disc: str | None, env_id: str, episodes: int,
+def evaluate_sb3(algo: str, model_path: Path, disc: str | None, env_id: str, episodes: int,
                  device: str, greedy: bool) -> dict[str, Any]:  # fmt: skip
     """An SB3 model's success (deterministic=greedy), one episode per seed from EVAL_SEED."""
     env = make_env(env_id, disc, device, EVAL_SEED)
-    model = ALGORITHMS["ppo"].load(model_path, device=device)
+    model = ALGORITHMS[algo].load(model_path, device=device)
     wins = 0
     for i in range(episodes):
         obs, _ = env.reset(seed=EVAL_SEED + i)
@@ -99,7 +105,8 @@ def run_rung(method: str, disc: str, env_id: str, episodes: int, seed: int, out:
     if METHODS[method] == "sb3":
         model = out.with_suffix(".zip")
         if not model.exists():  # (SB3 runs do not resume: a finished model is kept)
-            train_sb3("ppo", env_id, episodes, latent=disc if method == "ppo-latent" else None,
+            algo, latent = SB3_METHODS[method]
+            train_sb3(algo, env_id, episodes, latent=disc if latent else None,
                       seed=seed, device=device, every=128, out=out.with_suffix(".history.json"),
                       save=model, init=previous)  # fmt: skip
         return model

@@ -278,7 +278,7 @@ def test_any_task_string_runs_through_every_command(discovery_checkpoint, tmp_pa
     assert trained_on == ("PinPad-v0", {"task": "2-3-6-7"})  # render plays the run's task
 
 
-@pytest.mark.parametrize("method", ["ppo-raw", "es"])
+@pytest.mark.parametrize("method", ["ppo-raw", "es", "sac-latent"])
 def test_the_ladder_script_runs_the_other_baselines(discovery_checkpoint, tmp_path, method,
                                                     monkeypatch):  # fmt: skip
     import sys
