@@ -148,18 +148,26 @@ class PolicyLogits(nn.Module):
 
 
 def make_env(
-    env_id: str, latent: str | None, device: str, seed: int, env_kwargs: dict | None = None
+    env_id: str,
+    latent: str | None,
+    device: str,
+    seed: int,
+    env_kwargs: dict | None = None,
+    threshold: float | None = None,
 ) -> gym.Env:
     """The raw env (gym.make(env_id, **env_kwargs)), or with `latent` (a discovery
     checkpoint, pretrained:NAME or module:factory: controllers.load_controller), its
-    LatentActionWrapper."""
+    LatentActionWrapper (switch `threshold`, default the wrapper's; 0: a new code every
+    step, the beta = 1 ablation)."""
     check_env_id(env_id, env_kwargs)
     env = gym.make(env_id, **(env_kwargs or {}))
     if latent is not None:
         from metacontroller_agents.controllers import load_controller
         from metacontroller_envs.wrappers import LatentActionWrapper
 
-        env = LatentActionWrapper(env, load_controller(latent, 1, device, seed))
+        controller = load_controller(latent, 1, device, seed)
+        options = {} if threshold is None else {"threshold": threshold}
+        env = LatentActionWrapper(env, controller, **options)
     return Monitor(env)
 
 
@@ -175,18 +183,20 @@ def train_sb3(
     save: str | Path | None = None,
     env_kwargs: dict[str, Any] | None = None,
     init: str | Path | None = None,
+    threshold: float | None = None,
 ) -> list[dict[str, Any]]:
     """Train SB3's `algo` on `env_id` (or on its latent wrapper) for `episodes` episodes;
     returns (and writes to `out` as JSON) the success history. `save`: also write the
     trained model there (SB3's zip, atomically), to evaluate it later. `env_kwargs`: keyword
     arguments of gym.make (e.g. {"task_in_obs": True}). `init`: continue the SB3 model saved
-    there (a curriculum: the previous rung's) instead of a new one."""
+    there (a curriculum: the previous rung's) instead of a new one. `threshold`: the latent
+    wrapper's switch threshold (make_env)."""
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown algo {algo!r}: use one of {list(ALGORITHMS)}")
     check_count("episodes", episodes)
     check_count("every", every)
     torch_device = str(resolve_device(device))
-    env = make_env(env_id, latent, torch_device, seed, env_kwargs)
+    env = make_env(env_id, latent, torch_device, seed, env_kwargs, threshold)
     if algo == "sac" and not isinstance(env.action_space, gym.spaces.Box):
         raise ValueError(
             f"SAC needs a continuous (Box) action space; {env_id} has {env.action_space}: "

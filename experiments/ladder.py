@@ -59,10 +59,17 @@ METHODS = {
     "ppo-raw": "sb3",
     "ppo-latent": "sb3",
     "sac-latent": "sb3",
+    "sac-latent-beta1": "sb3",
 }
 
-#: The SB3 methods: the algorithm, and whether it drives the latent wrapper of the base.
-SB3_METHODS = {"ppo-raw": ("ppo", False), "ppo-latent": ("ppo", True), "sac-latent": ("sac", True)}
+#: The SB3 methods: the algorithm, whether it drives the latent wrapper of the base, and
+#: the wrapper's switch threshold (None: its default 0.5; 0: a new code every step).
+SB3_METHODS = {
+    "ppo-raw": ("ppo", False, None),
+    "ppo-latent": ("ppo", True, None),
+    "sac-latent": ("sac", True, None),
+    "sac-latent-beta1": ("sac", True, 0.0),
+}
 
 
 def evaluate_rung(method: str, trained: Path, disc: str, env_id: str, episodes: int,
@@ -70,9 +77,9 @@ def evaluate_rung(method: str, trained: Path, disc: str, env_id: str, episodes: 
     """Success of a finished rung's policy on `episodes` fresh layouts, played as trained
     or greedily (mean codes, argmax actions)."""
     if METHODS[method] == "sb3":
-        algo, latent = SB3_METHODS[method]
+        algo, latent, threshold = SB3_METHODS[method]
         return evaluate_sb3(algo, trained, disc if latent else None, env_id, episodes, device,
-                            greedy)  # fmt: skip
+                            greedy, threshold)  # fmt: skip
     report = evaluate_policy(trained, episodes, EVAL_SEED, device, env=env_id, greedy=greedy)
     return {"episodes": report.episodes, "successes": report.successes,
             "success": report.success_rate,
@@ -80,9 +87,9 @@ def evaluate_rung(method: str, trained: Path, disc: str, env_id: str, episodes: 
 
 
 def evaluate_sb3(algo: str, model_path: Path, disc: str | None, env_id: str, episodes: int,
-                 device: str, greedy: bool) -> dict[str, Any]:  # fmt: skip
+                 device: str, greedy: bool, threshold: float | None) -> dict[str, Any]:  # fmt: skip
     """An SB3 model's success (deterministic=greedy), one episode per seed from EVAL_SEED."""
-    env = make_env(env_id, disc, device, EVAL_SEED)
+    env = make_env(env_id, disc, device, EVAL_SEED, threshold=threshold)
     model = ALGORITHMS[algo].load(model_path, device=device)
     wins = 0
     for i in range(episodes):
@@ -105,10 +112,10 @@ def run_rung(method: str, disc: str, env_id: str, episodes: int, seed: int, out:
     if METHODS[method] == "sb3":
         model = out.with_suffix(".zip")
         if not model.exists():  # (SB3 runs do not resume: a finished model is kept)
-            algo, latent = SB3_METHODS[method]
+            algo, latent, threshold = SB3_METHODS[method]
             train_sb3(algo, env_id, episodes, latent=disc if latent else None,
                       seed=seed, device=device, every=128, out=out.with_suffix(".history.json"),
-                      save=model, init=previous)  # fmt: skip
+                      save=model, init=previous, threshold=threshold)  # fmt: skip
         return model
     if METHODS[method] == "es":
         config: Any = EvolutionConfig(
