@@ -97,6 +97,10 @@ class InternalRLConfig:
     raw_actions: bool = False
     """Baseline: the same algorithm on the base model's own action distribution (the
     MetaController off), fine-tuning the whole base model."""
+    temperature: float = 1.0
+    """Exploration of raw-action RL (beyond the paper): the base model's logits are
+    divided by it, in sampling and in the policy being trained, so > 1 spreads the actions
+    towards uniform (the raw-action counterpart of init_std). raw_actions only."""
     init_policy: str | None = None
     """Curriculum (beyond the paper): start from the trained policy of an earlier run's
     checkpoint (internal RL or ES, same policy shape), e.g. the previous ladder rung's;
@@ -131,6 +135,11 @@ class InternalRLConfig:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
         if not (self.lr > 0 and 0 < self.clip < 1):
             raise ValueError(f"need lr > 0 and 0 < clip < 1, got lr={self.lr}, clip={self.clip}")
+        if not self.temperature > 0 or (self.temperature != 1.0 and not self.raw_actions):
+            raise ValueError(
+                f"temperature must be > 0 and only with raw_actions (latent policies set "
+                f"init_std), got temperature={self.temperature!r}, raw_actions={self.raw_actions}"
+            )
         for name in ("std_lr", "init_std"):
             value = getattr(self, name)
             if value is not None and (value <= 0 or self.raw_actions):
@@ -262,9 +271,9 @@ class InternalRL:
             base, meta, _ = load_metacontroller(config.checkpoint, self.device)
             if config.force_switch:
                 meta.config = dataclasses.replace(meta.config, force_switch=True)
-            self.agent = LatentAgent(
-                base, None if self.raw else meta, config.num_envs, self.device, sample=self.raw
-            )
+            self.agent = LatentAgent(base, None if self.raw else meta, config.num_envs,
+                                     self.device, sample=self.raw,
+                                     temperature=config.temperature)  # fmt: skip
         self.envs = same_step_vector_env(config.env, config.num_envs, config.env_kwargs)
         if not isinstance(self.envs.single_action_space, gym.spaces.Discrete):
             raise ValueError(f"internal RL here needs discrete actions, got {self.envs}")
@@ -383,7 +392,7 @@ class InternalRL:
             return self.trained.log_prob(episodes.inputs, episodes.choices)
         base = self.trained
         logits = base(episodes.inputs, base.previous_actions(episodes.choices)).action
-        return base.action_distribution(logits).log_prob(episodes.choices)
+        return self.agent.action_distribution(logits).log_prob(episodes.choices)
 
 
 def episode_metrics(episodes: Episodes) -> dict[str, float]:

@@ -85,7 +85,8 @@ class LatentAgent:
 
     Implements metacontroller_envs.wrappers.LatentController. Actions are the base model's
     greedy choice (argmax, or the Gaussian mean), or with `sample` drawn from its action
-    distribution with a torch.Generator seeded by `seed` (and reseeded by `reset(seed=)`).
+    distribution with a torch.Generator seeded by `seed` (and reseeded by `reset(seed=)`),
+    at `temperature` (discrete logits divided by it, a Gaussian's std multiplied by it).
     The modules are moved to `device`, put in eval mode and run under torch.no_grad.
     With `meta=None` the base model acts alone (codes are ignored, beta is always 1): the
     raw-action baseline of internal RL. `last_log_prob` holds log p(a_t) of the last `act`.
@@ -99,8 +100,11 @@ class LatentAgent:
         device: str | torch.device = "cpu",
         sample: bool = False,
         seed: int = 0,
+        temperature: float = 1.0,
     ) -> None:
         check_count("num_envs", num_envs)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
         if meta is None:  # the base model alone (raw-action RL): no codes, no switch
             meta = MetaController(MetaControllerConfig.for_base(base.config))
             self.control = False
@@ -120,6 +124,7 @@ class LatentAgent:
         self.base = base.to(self.device).eval()
         self.meta = meta.to(self.device).eval()
         self.sample = sample
+        self.temperature = float(temperature)
         self.layer = meta.config.layer
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         c, n = base.config, num_envs
@@ -227,7 +232,7 @@ class LatentAgent:
         moves = None if self.moves is None else self.moves[index][:, None]
         logits = self.base.heads(x, None, moves).action[:, 0]
         action = self._choose(logits)
-        self.last_log_prob = self.base.action_distribution(logits.float()).log_prob(action)
+        self.last_log_prob = self.action_distribution(logits).log_prob(action)
         self.previous[index] = action
         self.cache.lengths[index] += 1
         return action.cpu().numpy()
@@ -293,13 +298,17 @@ class LatentAgent:
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         return module.out(rearrange(y, "b h t d -> b t (h d)"))
 
+    def action_distribution(self, action: torch.Tensor) -> torch.distributions.Distribution:
+        """The base model's action distribution at the agent's temperature."""
+        return self.base.action_distribution(action, self.temperature)
+
     def _choose(self, action: torch.Tensor) -> torch.Tensor:
         if self.base.discrete:
             if not self.sample:
                 return action.argmax(-1)
-            probs = torch.softmax(action.float(), -1)
+            probs = torch.softmax(action.float() / self.temperature, -1)
             return torch.multinomial(probs, 1, generator=self.generator)[:, 0]
         if not self.sample:
             return action.float()
         noise = torch.randn(action.shape, generator=self.generator, device=self.device)
-        return action.float() + self.base.log_std.exp() * noise
+        return action.float() + self.temperature * self.base.log_std.exp() * noise

@@ -643,8 +643,12 @@ class CausalTransformer(nn.Module):
         parameter = next(self.parameters())
         return KVCache(self.config, batch, parameter.device, parameter.dtype)
 
-    def action_distribution(self, action: torch.Tensor) -> torch.distributions.Distribution:
+    def action_distribution(
+        self, action: torch.Tensor, temperature: float = 1.0
+    ) -> torch.distributions.Distribution:
+        """pi(a | head output): softmax(logits / temperature), or a Gaussian whose std is
+        the learned one times temperature."""
         if self.discrete:
-            return torch.distributions.Categorical(logits=action.float())
-        std = self.log_std.exp().expand_as(action)
+            return torch.distributions.Categorical(logits=action.float() / temperature)
+        std = temperature * self.log_std.exp().expand_as(action)
         return torch.distributions.Independent(torch.distributions.Normal(action.float(), std), 1)

@@ -65,11 +65,11 @@ def test_policy_starts_at_the_prior_and_steps_like_it_reads_sequences():
     torch.testing.assert_close(torch.cat(means, 1), whole.mean)
 
 
-@pytest.mark.parametrize("mode", ["internal", "force_switch", "raw_actions"])
+@pytest.mark.parametrize("mode", ["internal", "force_switch", "raw_actions", "raw_actions_hot"])
 def test_rollouts_play_every_episode_of_the_batch(discovery_checkpoint, mode):
     extra = {"force_switch": True} if mode == "force_switch" else {}
-    if mode == "raw_actions":
-        extra = {"raw_actions": True}
+    if mode.startswith("raw_actions"):
+        extra = {"raw_actions": True, "temperature": 3.0 if mode.endswith("hot") else 1.0}
     run = InternalRL(small_run(discovery_checkpoint, **extra))
     episodes = run.collect(iteration=0)
     assert len(episodes.returns) == 8
@@ -293,3 +293,34 @@ def test_the_ladder_script_runs_the_other_baselines(discovery_checkpoint, tmp_pa
     result = json.loads((tmp_path / method / "seed0" / "PinPad-Ladder2-v0.json").read_text())
     assert result["history"] and result["history"][-1]["episodes"] == 128
     assert result["eval"]["episodes"] == result["eval_greedy"]["episodes"] == 8
+
+
+def test_raw_action_temperature_spreads_the_sampled_actions(discovery_checkpoint):
+    entropy = {}
+    for temperature in (0.25, 1.0, 4.0):
+        run = InternalRL(small_run(discovery_checkpoint, raw_actions=True, temperature=temperature))
+        episodes = run.collect(iteration=0)
+        # -log p of the played actions estimates the entropy of the sampling distribution
+        entropy[temperature] = -episodes.log_prob[episodes.mask].mean().item()
+    assert entropy[0.25] + 0.1 < entropy[1.0] < entropy[4.0]
+    assert entropy[4.0] <= np.log(4) + 0.1  # PinPad's 4 moves: at most uniform
+    with pytest.raises(ValueError, match="temperature must be > 0 and only with raw_actions"):
+        small_run(discovery_checkpoint, temperature=2.0)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        small_run(discovery_checkpoint, raw_actions=True, temperature=0.0)
+
+
+def test_exploration_probe_counts_first_successes_reproducibly(discovery_checkpoint, tmp_path):
+    from experiments import exploration
+
+    one_colour = "PinPad-Ladder2-v0"
+    first = exploration.explore(discovery_checkpoint, one_colour, "raw actions, T = 2", 128, 0,
+                                "cpu")  # fmt: skip
+    assert first["episodes"] == 128 and 0 <= first["successes"] <= 128
+    assert first["success"] == first["successes"] / 128 and first["mean_length"] >= 1
+    again = exploration.explore(discovery_checkpoint, one_colour, "raw actions, T = 2", 128, 0,
+                                "cpu")  # fmt: skip
+    kept = ("successes", "mean_length")
+    assert [again[k] for k in kept] == [first[k] for k in kept]  # same seed, same episodes
+    path = exploration.file_of(tmp_path, one_colour, "raw actions, T = 2", 0)
+    assert path.name == "raw-actions-T-2.seed0.json"
