@@ -48,9 +48,9 @@ from metacontroller_envs.registry import ladder_ids
 #: 1 at the start of every rung (init_std), beyond the paper; "-b64": 64 episodes per
 #: update instead of 128 (twice the updates for the same episodes), beyond the paper;
 #: "-std2": the policy's exploration scale starts at 2 instead of the prior's 1 (at every
-#: rung; with "-stdlr" it then narrows at its own rate); "-t2",
-#: "-t4": raw actions sampled at temperature 2 or 4 (InternalRLConfig.temperature), the
-#: raw-action counterpart of a wider exploration scale.
+#: rung; with "-stdlr" it then narrows at its own rate); "-t2", "-t4": raw actions sampled
+#: at temperature 2 or 4 (InternalRLConfig.temperature), the raw-action counterpart of a
+#: wider exploration scale.
 METHODS = {
     "internal-rl": {},
     "internal-rl-stdlr": {"std_lr": 3e-3, "init_std": 1.0},

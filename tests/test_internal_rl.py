@@ -313,14 +313,14 @@ def test_raw_action_temperature_spreads_the_sampled_actions(discovery_checkpoint
 def test_exploration_probe_counts_first_successes_reproducibly(discovery_checkpoint, tmp_path):
     from experiments import exploration
 
-    one_colour = "PinPad-Ladder2-v0"
-    first = exploration.explore(discovery_checkpoint, one_colour, "raw actions, T = 2", 128, 0,
+    rung = "PinPad-Ladder2-v0"
+    first = exploration.explore(discovery_checkpoint, rung, "raw actions, T = 2", 128, 0,
                                 "cpu")  # fmt: skip
     assert first["episodes"] == 128 and 0 <= first["successes"] <= 128
     assert first["success"] == first["successes"] / 128 and first["mean_length"] >= 1
-    again = exploration.explore(discovery_checkpoint, one_colour, "raw actions, T = 2", 128, 0,
+    again = exploration.explore(discovery_checkpoint, rung, "raw actions, T = 2", 128, 0,
                                 "cpu")  # fmt: skip
     kept = ("successes", "mean_length")
     assert [again[k] for k in kept] == [first[k] for k in kept]  # same seed, same episodes
-    path = exploration.file_of(tmp_path, one_colour, "raw actions, T = 2", 0)
+    path = exploration.file_of(tmp_path, rung, "raw actions, T = 2", 0)
     assert path.name == "raw-actions-T-2.seed0.json"
