@@ -10,7 +10,6 @@ on one network (experiments/disco_vs_ppo.py).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from metacontroller_agents.data import resolve_device
 from metacontroller_agents.disco_agent import DiscoActor
 from metacontroller_agents.transformer import ModelConfig
 from metacontroller_envs.checks import check_count, check_env_id
+from metacontroller_envs.files import write_json_atomically
 
 ALGORITHMS = {"ppo": PPO, "sac": SAC}
 
@@ -72,8 +72,7 @@ class EpisodeBudget(BaseCallback):
     def write(self) -> None:
         """The history so far, as JSON, atomically: an interrupted run keeps its points."""
         if self.out is not None:
-            text = json.dumps(self.history, indent=1)
-            write_atomically(self.out, lambda temp: Path(temp).write_text(text))
+            write_json_atomically(self.out, self.history)
 
 
 class GoalMixturePolicy(ActorCriticPolicy):

@@ -48,6 +48,7 @@ from metacontroller_agents.sb3_baselines import (
 )
 from metacontroller_envs.checks import check_count, check_env_kwargs
 from metacontroller_envs.evaluate import wilson_interval
+from metacontroller_envs.files import write_json_atomically, write_text_atomically
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "disco-vs-ppo"
 POLICIES = ("mlp", "goal-mixture")
@@ -139,7 +140,7 @@ def ppo_run(args: argparse.Namespace, stages: list[Stage], policy: str, seed: in
         model, trained = train_ppo(stages, policy, model_config, seed, args.device)
         record = {"protocol": protocol, **trained, "minutes": (time.perf_counter() - start) / 60}
         write_atomically(model_path, model.save)
-        write_atomically(record_path, lambda t: Path(t).write_text(json.dumps(record, indent=1)))
+        write_json_atomically(record_path, record)
     report = evaluate_model(PolicyLogits(model.policy), spec, args.episodes, args.device,
                             seed=args.eval_seed)  # fmt: skip
     return {"name": name, "network": policy, **record, "eval": evaluation(report)}
@@ -161,8 +162,7 @@ def write_table(results: list[dict[str, Any]], spec_text: str, path: Path) -> No
             f"| {run['name']} | {run['network']} | {steps} | {run['episodes']:,} | {last} | "
             f"**{evaluated['success']:.3f}** [{low:.3f}, {high:.3f}] | {minutes} |"
         )
-    text = "\n".join(lines) + "\n"
-    write_atomically(path, lambda temp: Path(temp).write_text(text))
+    write_text_atomically(path, "\n".join(lines) + "\n")
 
 
 def plot(results: list[dict[str, Any]], boundaries: list[int], path: Path) -> None:
@@ -219,9 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     results = [disco] + [ppo_run(args, stages, policy, seed, last["model_config"], spec)
                          for policy in args.policies for seed in args.seeds]  # fmt: skip
     spec_text = f"{args.env} {json.dumps(args.env_kwargs)}, {args.episodes:,} episodes"
-    write_atomically(args.out / "results.json", lambda t: Path(t).write_text(json.dumps(
-        {"evaluation": spec_text, "stages": [asdict(s) for s in stages], "runs": results},
-        indent=1)))  # fmt: skip
+    record = {"evaluation": spec_text, "stages": [asdict(s) for s in stages], "runs": results}
+    write_json_atomically(args.out / "results.json", record)
     write_table(results, spec_text, args.out / "table.md")
     plot(results, list(np.cumsum([s.env_steps for s in stages])[:-1]), args.out / "curves.png")
     print((args.out / "table.md").read_text())

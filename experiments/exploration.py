@@ -27,16 +27,21 @@ import numpy as np
 
 from metacontroller_agents.internal_rl import InternalRL, InternalRLConfig
 from metacontroller_envs.evaluate import wilson_interval
-from metacontroller_envs.files import write_atomically
+from metacontroller_envs.files import write_json_atomically
 
 #: The explorers, as the InternalRLConfig fields that make each.
 EXPLORERS: dict[str, dict[str, Any]] = {
     "codes, prior N(0, I)": {},
     "codes, std 2": {"init_std": 2.0},
+    "codes, std 3": {"init_std": 3.0},
+    "codes, std 4": {"init_std": 4.0},
     "codes every step (beta = 1)": {"force_switch": True},
     "raw actions, T = 1": {"raw_actions": True},
     "raw actions, T = 2": {"raw_actions": True, "temperature": 2.0},
+    "raw actions, T = 3": {"raw_actions": True, "temperature": 3.0},
     "raw actions, T = 4": {"raw_actions": True, "temperature": 4.0},
+    "raw actions, T = 6": {"raw_actions": True, "temperature": 6.0},
+    "raw actions, T = 8": {"raw_actions": True, "temperature": 8.0},
     "raw actions, uniform (T = 1e6)": {"raw_actions": True, "temperature": 1e6},
 }
 
@@ -74,8 +79,7 @@ def run_command(args: argparse.Namespace) -> None:
                 continue
             result = explore(args.checkpoint, env_id, explorer, args.episodes, args.seed,
                              args.device)  # fmt: skip
-            text = json.dumps(result, indent=1)
-            write_atomically(path, lambda temp, t=text: Path(temp).write_text(t))
+            write_json_atomically(path, result)
             print(
                 f"{env_id} {explorer}: {result['successes']} / {result['episodes']}, "
                 f"length {result['mean_length']:.1f}, {result['seconds']:.0f} s",

@@ -40,7 +40,7 @@ from metacontroller_agents.policies import EVAL_SEED, evaluate_policy
 from metacontroller_agents.runs import POLICY_KINDS
 from metacontroller_agents.sb3_baselines import ALGORITHMS, make_env, train_sb3
 from metacontroller_envs.evaluate import seed_interval, wilson_interval
-from metacontroller_envs.files import write_atomically
+from metacontroller_envs.files import write_atomically, write_json_atomically
 from metacontroller_envs.registry import ladder_ids
 
 #: The methods, as the internal-RL config fields (or SB3 setting) that make each; "-stdlr":
@@ -179,17 +179,12 @@ def run_command(args: argparse.Namespace) -> None:
                       **evaluations(args.method, trained, args.checkpoint, env_id,
                                     args.eval_episodes, args.device),
                       "history": history_of(args.method, trained)}  # fmt: skip
-            write_result(result_path, result)
+            write_json_atomically(result_path, result)
             tail = np.mean([h["success"] for h in result["history"][-10:]])
             print(f"{args.method} seed {args.seed} {env_id}: eval {result['eval']['success']:.3f},"
                   f" greedy {result['eval_greedy']['success']:.3f}, last batches {tail:.3f}, "
                   f"{seconds:.0f} s", flush=True)  # fmt: skip
         previous = trained if args.curriculum else None
-
-
-def write_result(path: Path, result: dict) -> None:
-    text = json.dumps(result, indent=1)
-    write_atomically(path, lambda temp: Path(temp).write_text(text))
 
 
 def evaluate_command(args: argparse.Namespace) -> None:
@@ -203,7 +198,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
         result["eval_greedy"] = evaluate_rung(result["method"], trained, args.checkpoint,
                                               result["env"], result["eval"]["episodes"],
                                               args.device, greedy=True)  # fmt: skip
-        write_result(path, result)
+        write_json_atomically(path, result)
         print(f"{path}: greedy {result['eval_greedy']['success']:.3f}", flush=True)
 
 

@@ -32,6 +32,7 @@ from metacontroller_envs.checks import check_count
 from metacontroller_envs.data import load_episodes
 from metacontroller_envs.data.collection import collect, dataset_path, minari_root
 from metacontroller_envs.evaluate import wilson_interval
+from metacontroller_envs.files import write_json_atomically
 from metacontroller_envs.wrappers import LatentActionVectorWrapper
 
 DATASET = "mcpbridge/PinPad-v0/expert-v0"
@@ -297,7 +298,7 @@ def check_same_run(args: argparse.Namespace) -> None:
             raise ValueError(f"{args.out} holds a run with other arguments ({'; '.join(differ)})"
                              ": use another --out")  # fmt: skip
     else:
-        path.write_text(json.dumps(ours, indent=1))
+        write_json_atomically(path, ours)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from metacontroller_agents.data import to_torch
 from metacontroller_agents.discovery import DiscoveryConfig, train_discovery
 from metacontroller_agents.metacontroller import controlled_forward
 from metacontroller_envs.data import load_episodes
+from metacontroller_envs.files import write_json_atomically
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "rate-distortion"
 
@@ -107,8 +108,7 @@ def main() -> None:
     name = "rate_distortion-cotrain" if args.cotrain else "rate_distortion"
     RESULTS.mkdir(exist_ok=True)
     record = {"config": dataclasses.asdict(config) | {"alpha": args.alphas}, "results": results}
-    write_atomically(RESULTS / f"{name}.json",
-                     lambda temp: Path(temp).write_text(json.dumps(record, indent=2)))  # fmt: skip
+    write_json_atomically(RESULTS / f"{name}.json", record, indent=2)
     title = f"{'co-trained' if args.cotrain else 'frozen'} base, {args.steps} steps per alpha"
     plot(results, RESULTS / f"{name}.png", title)
     print(f"wrote {RESULTS / name}.json and .png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -29,3 +30,14 @@ def write_atomically(path: str | Path, write: Callable[[str], Any]) -> Path:
         if os.path.exists(temp):
             os.remove(temp)
     return path
+
+
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` atomically (see write_atomically)."""
+    return write_atomically(path, lambda temp: Path(temp).write_text(text))
+
+
+def write_json_atomically(path: str | Path, value: Any, indent: int = 1) -> Path:
+    """Write `value` as JSON to `path` atomically: an interrupted run keeps the previous
+    file whole, never half a record."""
+    return write_text_atomically(path, json.dumps(value, indent=indent))

@@ -23,12 +23,11 @@ from metacontroller_agents.leaderboard.protocol import (
     max_len,
     pretrain_env,
     read_json,
-    write_json,
 )
 from metacontroller_agents.pretrained import pretrained_path, provenance
 from metacontroller_envs.data.collection import collect, minari_root
 from metacontroller_envs.data.episodes import open_dataset
-from metacontroller_envs.files import write_atomically
+from metacontroller_envs.files import write_atomically, write_json_atomically
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,7 @@ class Bench:
                                   "seconds": collected - start}  # fmt: skip
                 record["bc"] = {"steps": p.bc_steps, "seconds": time.perf_counter() - collected,
                                 "action_nll": log[-1]["action_nll"]}  # fmt: skip
-                write_json(record_path, record)
+                write_json_atomically(record_path, record)
             if stage == "discovery" and "discovery" not in record:
                 start = time.perf_counter()
                 config = DiscoveryConfig(
@@ -129,7 +128,7 @@ class Bench:
                     "steps": p.discovery_steps, "seconds": time.perf_counter() - start,
                     **{k: log[-1][k] for k in ("action_nll", "kl", "switches_per_episode")},
                 }  # fmt: skip
-                write_json(record_path, record)
+                write_json_atomically(record_path, record)
         return Pretrained(folder / "bc.pt", folder / "discovery.pt", record)
 
     def pretraining_files(self, family: str, seed: int) -> dict[str, bytes]:

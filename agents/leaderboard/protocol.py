@@ -76,7 +76,6 @@ from typing import Any
 import gymnasium as gym
 
 from metacontroller_envs import registry  # importing the package registers the envs
-from metacontroller_envs.files import write_atomically
 
 #: Version of the cell JSON layout: a cell written by another version is run again.
 FORMAT_VERSION = 1
@@ -261,10 +260,6 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def write_json(path: Path, value: Any) -> Path:
-    """Write `value` to `path` atomically: a crash mid-write never leaves half a cell."""
-    text = json.dumps(value, indent=1)
-    return write_atomically(path, lambda temp: Path(temp).write_text(text))
 
 
 def finished(path: Path, profile: Profile) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ import torch
 
 from metacontroller_agents.data import resolve_device
 from metacontroller_agents.leaderboard.pretraining import Bench
-from metacontroller_agents.leaderboard.protocol import Cell, Profile, write_json
+from metacontroller_agents.leaderboard.protocol import Cell, Profile
 from metacontroller_agents.leaderboard.report import write_leaderboard
 from metacontroller_agents.leaderboard.rows import ALGOS, Algo
 from metacontroller_agents.leaderboard.runner import (
@@ -39,6 +39,7 @@ from metacontroller_agents.leaderboard.runner import (
 )
 from metacontroller_envs import registry
 from metacontroller_envs.checks import check_count
+from metacontroller_envs.files import write_json_atomically
 
 #: --ray without an address: start a local Ray for this run.
 LOCAL = "local"
@@ -144,7 +145,7 @@ def run_benchmark_ray(
                 failures.append((cell, f"{type(cause).__name__}: {cause}"))
                 say(f"{cell.name}: FAILED\n{''.join(traceback.format_exception(error))}")
                 continue
-            write_json(bench.cell_path(cell), result)
+            write_json_atomically(bench.cell_path(cell), result)
             ran += 1
             say(summary(cell, result))
     finally:  # also on Ctrl-C: stop what runs, keep every finished cell, write the table

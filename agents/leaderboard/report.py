@@ -20,7 +20,7 @@ from metacontroller_agents.leaderboard.pretraining import Bench
 from metacontroller_agents.leaderboard.protocol import PROFILES, finished, read_json
 from metacontroller_agents.leaderboard.rows import ALGOS
 from metacontroller_envs.evaluate import seed_interval
-from metacontroller_envs.files import write_atomically
+from metacontroller_envs.files import write_atomically, write_text_atomically
 
 
 def machine() -> str:
@@ -237,8 +237,7 @@ def write_leaderboard(bench: Bench) -> Path:
               f"episodes, {q.bc_steps:,} BC and {q.discovery_steps:,} discovery steps; "
               f"{q.cost}." for q in PROFILES.values()]  # fmt: skip
     text = "\n".join(lines) + "\n"
-    return write_atomically(bench.out / "leaderboard.md",
-                            lambda temp: Path(temp).write_text(text))  # fmt: skip
+    return write_text_atomically(bench.out / "leaderboard.md", text)
 
 
 def plot_curves(

@@ -26,11 +26,11 @@ from metacontroller_agents.leaderboard.protocol import (
     eval_seed,
     finished,
     read_json,
-    write_json,
 )
 from metacontroller_agents.leaderboard.report import machine, write_leaderboard
 from metacontroller_agents.leaderboard.rows import ALGOS, Algo
 from metacontroller_envs import registry
+from metacontroller_envs.files import write_json_atomically
 
 
 def run_cell(bench: Bench, cell: Cell, algo: Algo | None = None) -> dict[str, Any]:
@@ -158,7 +158,7 @@ def run_benchmark(
                 continue
             finally:
                 bar.update()
-            write_json(bench.cell_path(cell), result)
+            write_json_atomically(bench.cell_path(cell), result)
             ran += 1
             bar.write(summary(cell, result))
     finally:  # also when interrupted: the table shows every finished cell
@@ -181,4 +181,4 @@ def log_invocation(
         "cells_failed": failed, "seconds": seconds, "machine": machine(),
         "device": bench.device, "torch_threads": torch.get_num_threads(), "runner": runner,
     })  # fmt: skip
-    write_json(path, runs)
+    write_json_atomically(path, runs)
