@@ -260,8 +260,6 @@ def read_json(path: Path) -> Any:
         return None
 
 
-
-
 def finished(path: Path, profile: Profile) -> dict[str, Any] | None:
     """A cell's result if it is finished under this profile's protocol, else None."""
     result = read_json(path)
